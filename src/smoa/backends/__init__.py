@@ -1,0 +1,3 @@
+from .base import Backend
+
+__all__ = ["Backend"]

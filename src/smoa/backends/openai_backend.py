@@ -1,0 +1,162 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, Ollama, llama.cpp server, ...)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..types import BackendError, Completion, ConfigError, Request, StreamEvent
+from .base import Backend
+
+
+class OpenAIBackend(Backend):
+    kind = "openai"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 600.0,
+        max_retries: int = 2,
+        structured: str = "json_schema",
+        max_concurrency: int | None = None,
+        name: str = "openai",
+    ) -> None:
+        from openai import AsyncOpenAI
+
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise ConfigError(
+                    f"backend {name!r}: environment variable {api_key_env} is not set: export it or change api_key_env"
+                )
+        # Local servers need no key; the SDK insists on one, so give it a placeholder.
+        self._client = AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
+        )
+        self.base_url = base_url
+        self.name = name
+        if structured not in ("json_schema", "json_object", "none"):
+            raise ConfigError(f"backend {name!r}: structured must be json_schema, json_object or none")
+        self.structured = structured
+        self.max_concurrency = max_concurrency
+
+    def describe(self) -> str:
+        return f"openai:{self.base_url or 'api.openai.com'}"
+
+    def _kwargs(self, request: Request) -> dict[str, Any]:
+        s = request.settings
+        kw: dict[str, Any] = {"model": request.model, "messages": list(request.messages)}
+        if s.temperature is not None:
+            kw["temperature"] = s.temperature
+        if s.max_tokens is not None:
+            kw["max_tokens"] = s.max_tokens
+        if s.top_p is not None:
+            kw["top_p"] = s.top_p
+        if s.seed is not None:
+            kw["seed"] = s.seed
+        if s.stop:
+            kw["stop"] = list(s.stop)
+        if request.json_schema is not None and self.structured == "json_schema":
+            kw["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "verdict", "schema": request.json_schema},
+            }
+        elif request.json_schema is not None and self.structured == "json_object":
+            kw["response_format"] = {"type": "json_object"}
+        return kw
+
+    async def complete(self, request: Request) -> Completion:
+        import openai
+
+        kw = self._kwargs(request)
+        try:
+            resp = await self._client.chat.completions.create(**kw)
+        except openai.BadRequestError as e:
+            if "response_format" in kw:
+                # The endpoint does not take structured output: fall back to plain text for good.
+                self.structured = "none"
+                kw.pop("response_format")
+                try:
+                    resp = await self._client.chat.completions.create(**kw)
+                except openai.APIError as e2:
+                    raise _wrap(e2, self) from e2
+            else:
+                raise _wrap(e, self) from e
+        except openai.APIError as e:
+            raise _wrap(e, self) from e
+        if not resp.choices:
+            raise BackendError(f"{self.describe()}: the response had no choices")
+        choice = resp.choices[0]
+        usage = resp.usage
+        return Completion(
+            text=choice.message.content or "",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            model=resp.model or request.model,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        import openai
+
+        kw = self._kwargs(request)
+        kw.pop("response_format", None)
+        kw["stream"] = True
+        kw["stream_options"] = {"include_usage": True}
+        parts: list[str] = []
+        usage = None
+        finish = None
+        model = request.model
+        try:
+            stream = await self._client.chat.completions.create(**kw)
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.model:
+                    model = chunk.model
+                for ch in chunk.choices:
+                    if ch.delta and ch.delta.content:
+                        parts.append(ch.delta.content)
+                        yield StreamEvent(delta=ch.delta.content)
+                    if ch.finish_reason:
+                        finish = ch.finish_reason
+        except openai.APIError as e:
+            raise _wrap(e, self) from e
+        yield StreamEvent(
+            completion=Completion(
+                text="".join(parts),
+                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                model=model,
+                finish_reason=finish,
+            )
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _wrap(e: Exception, backend: OpenAIBackend) -> BackendError:
+    import openai
+
+    where = backend.describe()
+    if isinstance(e, openai.APIConnectionError | openai.APITimeoutError):
+        msg = f"{where}: cannot reach the endpoint ({type(e).__name__}): check base_url and that the server is running"
+    elif isinstance(e, openai.AuthenticationError):
+        msg = f"{where}: the endpoint refused the API key (401): check the key variable"
+    elif isinstance(e, openai.NotFoundError):
+        msg = f"{where}: not found (404): check the model name and base_url"
+    elif isinstance(e, openai.APIStatusError):
+        msg = f"{where}: the endpoint answered {e.status_code}: {_first_line(getattr(e, 'message', str(e)))}"
+    else:
+        msg = f"{where}: {type(e).__name__}: {_first_line(str(e))}"
+    err = BackendError(msg)
+    err.status_code = getattr(e, "status_code", None)  # type: ignore[attr-defined]
+    return err
+
+
+def _first_line(s: str) -> str:
+    return (s.strip().splitlines() or [""])[0][:300]

@@ -1,0 +1,159 @@
+"""The `smoa` command: a thin layer over the library. Errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import METHODS
+from .types import SmoaError
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    click.echo(f"smoa: error: {msg}", err=True)
+    sys.exit(code)
+
+
+def _common(f: Any) -> Any:
+    opts = [
+        click.option("--config", "-c", "config", type=click.Path(dir_okay=False, path_type=Path), help="TOML config with backends and pipelines."),
+        click.option("--pipeline", "-p", help="Pipeline name from the config (default: the config's default)."),
+        click.option("--method", "-m", type=str, help=f"Method: {', '.join(METHODS)} (default smoa)."),
+        click.option("-n", "n", type=int, help="Number of proposers."),
+        click.option("-k", "k", type=int, help="Responses the judge keeps (smoa)."),
+        click.option("--rounds", "max_rounds", type=int, help="Maximum rounds of proposers."),
+        click.option("--seed", type=int, help="Seed for sampling and the judge's shuffle."),
+        click.option("--max-tokens", type=int, help="max_tokens for every agent."),
+        click.option("--temperature", type=float, help="Temperature for proposers and aggregator."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
+    method = kw.get("method")
+    if method is not None and method not in METHODS:
+        _fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    return {k: kw.get(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature")}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="smoa")
+def main() -> None:
+    """Sparse Mixture-of-Agents: many LLMs answer, a judge keeps the best k,
+    a moderator stops early, an aggregator writes the answer."""
+
+
+@main.command()
+@click.argument("prompt", required=False)
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print answer, cost and trace as JSON.")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the trace as JSON to this file.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the answer.")
+def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool, **kw: Any) -> None:
+    """Answer PROMPT (or standard input) with a mixture of agents."""
+    from .api import run
+    from .trace import format_cost
+
+    if prompt is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            _fail("no prompt: give one as an argument or on standard input")
+        prompt = sys.stdin.read()
+    overrides = _overrides(kw)
+    try:
+        result = asyncio.run(run(prompt, kw.get("method"), config=kw.get("config"), pipeline=kw.get("pipeline"), **overrides))
+    except SmoaError as e:
+        tr = getattr(e, "trace", None)
+        if trace_file and tr is not None:
+            _write(trace_file, tr.to_json())
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    if trace_file:
+        _write(trace_file, result.trace.to_json())
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(result.answer.strip())
+    if not quiet:
+        click.echo("", err=True)
+        click.echo(describe_run(result.trace.to_dict()), err=True)
+        click.echo(format_cost(result.cost), err=True)
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        _fail(f"cannot write {path}: {e.strerror}")
+
+
+def describe_run(t: dict[str, Any]) -> str:
+    """A few lines on what the mixture did: roles, selections, stop decision, finish."""
+    lines = [f"method {t['method']} ({t['pipeline']}), {len(t['calls'])} calls, {t['wall_s']:.1f} s"]
+    if t.get("config", {}).get("roles_source"):
+        lines.append(f"roles: {t['config']['roles_source']}")
+    for lay in t["layers"]:
+        n_ok = sum(1 for p in lay["proposals"] if p["ok"])
+        s = f"layer {lay['layer']}: {n_ok}/{len(lay['proposals'])} proposals"
+        j = lay.get("judge")
+        if j:
+            kept = [i + 1 for i in lay["kept"]]
+            s += f"; judge kept proposers {kept}"
+            if j.get("fallback"):
+                s += f" (fallback: {j['fallback']})"
+        m = lay.get("moderator")
+        if m:
+            s += f"; moderator: {'stop' if m['stop'] else 'continue'}"
+            if m.get("fallback"):
+                s += f" (fallback: {m['fallback']})"
+            elif m.get("reasoning"):
+                s += f" ({_short(m['reasoning'])})"
+        lines.append(s)
+    fin = t.get("finish", {})
+    lines.append(f"stopped: {t.get('stop_reason')}; finish: {fin.get('kind', '?')}")
+    return "\n".join(lines)
+
+
+def _short(s: str, n: int = 80) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+@main.command()
+@click.option("--task", "-t", help="What the agents will be asked to do.")
+@click.option("--dataset", "-d", help="What the questions are like.")
+@click.option("-n", "n", type=int, default=None, help="How many roles (default: the pipeline's n).")
+@click.option("--config", "-c", "config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pipeline", "-p")
+@click.option("--refresh", is_flag=True, help="Ignore the role cache and generate anew.")
+@click.option("--json", "as_json", is_flag=True)
+def roles(task: str | None, dataset: str | None, n: int | None, config: Path | None, pipeline: str | None, refresh: bool, as_json: bool) -> None:
+    """Generate (or show cached) proposer roles for a task: r_i = LLM(D, T)."""
+    from .config import resolve
+    from .engine import POLICIES, Engine
+    from .trace import Trace
+
+    try:
+        pipe = resolve(config, pipeline=pipeline, method="smoa", n=n, task=task, dataset=dataset)
+        eng = Engine(pipe, role_cache=not refresh)
+        tr = Trace(method="roles")
+        got = asyncio.run(eng.assign_roles(tr, POLICIES["smoa"]))
+    except SmoaError as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps({"roles": got, "source": tr.config.get("roles_source"), "cost": tr.cost()}, indent=2))
+        return
+    for i, r in enumerate(got, 1):
+        click.echo(f"{i}. {r}")
+    click.echo(f"(source: {tr.config.get('roles_source')}{', fallback roles added: ' + str(tr.config['roles_fallback']) if tr.config.get('roles_fallback') else ''})", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,449 @@
+"""Pipelines as data: TOML in, validated specs, then live `Pipeline` objects.
+
+A config file holds named backends and named pipelines:
+
+    default = "mix"
+
+    [backends.hosted]
+    type = "openai"
+    base_url = "https://api.example.com/v1"
+    api_key_env = "EXAMPLE_API_KEY"
+
+    [pipelines.mix]
+    method = "smoa"
+    n = 3
+    k = 2
+    proposers = [{ backend = "hosted", model = "some-model" }, { backend = "local" }]
+
+Errors name the field that is wrong and say what to do.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .backends.base import Backend
+from .types import ConfigError, Settings
+
+METHODS = ("single", "moa", "smoa", "mad", "self-moa")
+
+# Method defaults (n proposers, k kept, rounds of proposers). SMoA's reference code uses
+# 4 proposers, k = 2, up to 2 rounds; MoA's uses more layers but we keep sizes equal so
+# the comparison is at equal n and layers.
+METHOD_DEFAULTS: dict[str, dict[str, int | None]] = {
+    "single": {"n": 1, "k": None, "max_rounds": 1},
+    "moa": {"n": 4, "k": None, "max_rounds": 2},
+    "smoa": {"n": 4, "k": 2, "max_rounds": 2},
+    "mad": {"n": 3, "k": None, "max_rounds": 2},
+    "self-moa": {"n": 4, "k": None, "max_rounds": 1},
+}
+
+DEFAULT_DATASET = "Open-ended questions and tasks from users of a general-purpose assistant."
+DEFAULT_TASK = "Answer the user's question correctly, clearly and helpfully."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendSpec(_Strict):
+    type: str = "openai"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    model_path: str | None = None
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = Field(None, ge=1)
+    timeout_s: float = Field(600.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    structured: Literal["json_schema", "json_object", "none"] = "json_schema"
+    max_concurrency: int | None = Field(None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentSpec(_Strict):
+    backend: str | None = None
+    model: str | None = None
+    role: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+
+    def merged(self, base: AgentSpec | None) -> AgentSpec:
+        if base is None:
+            return self
+        data = base.model_dump(exclude_none=True)
+        data.update(self.model_dump(exclude_none=True))
+        return AgentSpec(**data)
+
+
+class PipelineSpec(_Strict):
+    method: Literal["single", "moa", "smoa", "mad", "self-moa"] = "smoa"
+    n: int | None = Field(None, ge=1, le=64)
+    k: int | None = Field(None, ge=1)
+    max_rounds: int | None = Field(None, ge=1, le=16)
+    agent: AgentSpec = Field(default_factory=AgentSpec)  # defaults for every agent
+    proposers: list[AgentSpec] = Field(default_factory=list)
+    judge: AgentSpec | None = None
+    moderator: AgentSpec | None = None
+    aggregator: AgentSpec | None = None
+    role_generator: AgentSpec | None = None
+    roles: list[str] | None = None
+    dataset: str = DEFAULT_DATASET
+    task: str = DEFAULT_TASK
+    seed: int | None = None
+    shuffle: bool = True
+    description: str = ""
+
+
+class ConfigFile(_Strict):
+    default: str | None = None
+    backends: dict[str, BackendSpec] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineSpec] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# live objects
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    backend: Backend
+    backend_name: str
+    model: str
+    settings: Settings = field(default_factory=Settings)
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    method: str
+    n: int
+    k: int | None
+    max_rounds: int
+    proposers: tuple[Agent, ...]
+    judge: Agent
+    moderator: Agent
+    aggregator: Agent
+    role_generator: Agent
+    roles: tuple[str, ...] | None = None
+    dataset: str = DEFAULT_DATASET
+    task: str = DEFAULT_TASK
+    seed: int | None = None
+    shuffle: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "method": self.method,
+            "n": self.n,
+            "k": self.k,
+            "max_rounds": self.max_rounds,
+            "seed": self.seed,
+            "proposers": [f"{a.backend_name}:{a.model}" for a in self.proposers],
+            "judge": f"{self.judge.backend_name}:{self.judge.model}",
+            "aggregator": f"{self.aggregator.backend_name}:{self.aggregator.model}",
+        }
+
+
+# ---------------------------------------------------------------------------
+# backend registry
+
+BackendFactory = Callable[[BackendSpec, str], Backend]
+_FACTORIES: dict[str, BackendFactory] = {}
+
+
+def register_backend(type_name: str, factory: BackendFactory) -> None:
+    """Make `type = "<type_name>"` usable in [backends.*] tables."""
+    _FACTORIES[type_name] = factory
+
+
+def _openai_factory(spec: BackendSpec, name: str) -> Backend:
+    from .backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(
+        base_url=spec.base_url,
+        api_key_env=spec.api_key_env,
+        timeout_s=spec.timeout_s,
+        max_retries=spec.max_retries,
+        structured=spec.structured,
+        max_concurrency=spec.max_concurrency,
+        name=name,
+    )
+
+
+def _local_factory(spec: BackendSpec, name: str) -> Backend:
+    from .backends.local import LocalBackend
+
+    return LocalBackend(
+        model_path=spec.model_path,
+        model=spec.options.get("model"),
+        n_ctx=spec.n_ctx,
+        n_threads=spec.n_threads,
+        name=name,
+    )
+
+
+register_backend("openai", _openai_factory)
+register_backend("local", _local_factory)
+
+BUILTIN_BACKENDS = {"local": BackendSpec(type="local")}
+
+
+# ---------------------------------------------------------------------------
+# loading and validation
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _validation_message(e: ValidationError, where: str) -> str:
+    err = e.errors()[0]
+    loc = _fmt_loc(err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field: remove it or check its spelling"
+    elif err["type"] == "literal_error" and err["loc"] and err["loc"][-1] == "method":
+        msg = f"unknown method {err.get('input')!r}: use one of {', '.join(METHODS)}"
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    return f"{where}: {loc}: {msg}{more}"
+
+
+def load_config(path: str | Path) -> ConfigFile:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {p}: {e.__class__.__name__}: {e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    if "pipelines" not in data and ("method" in data or "proposers" in data):
+        # a file that describes one pipeline at top level
+        top = {k: data.pop(k) for k in list(data) if k not in ("backends", "default")}
+        data["pipelines"] = {"default": top}
+        data.setdefault("default", "default")
+    try:
+        return ConfigFile(**data)
+    except ValidationError as e:
+        raise ConfigError(_validation_message(e, str(p))) from None
+
+
+def preset(method: str) -> PipelineSpec:
+    """The built-in pipeline for a method: runs on the embedded model, no config needed."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    return PipelineSpec(method=method, description=f"built-in {method} on the embedded model")
+
+
+def pipeline_names(cfg: ConfigFile | None) -> list[str]:
+    names = list(METHODS)
+    if cfg is not None:
+        names += [n for n in cfg.pipelines if n not in names]
+    return names
+
+
+def select_spec(cfg: ConfigFile | None, name: str | None, method: str | None = None) -> tuple[str, PipelineSpec]:
+    """Pick a pipeline: by name from the config, else the config's default, else a preset."""
+    if cfg is not None and cfg.pipelines:
+        if name is None:
+            name = cfg.default or (next(iter(cfg.pipelines)) if len(cfg.pipelines) == 1 else None)
+            if name is None and method is None:
+                raise ConfigError(
+                    f"the config has several pipelines ({', '.join(cfg.pipelines)}): choose one with --pipeline or set default"
+                )
+        if name is not None and name in cfg.pipelines:
+            spec = cfg.pipelines[name]
+            if method is not None and method != spec.method:
+                spec = spec.model_copy(update={"method": method})
+            return name, spec
+        if name is not None and name not in METHODS:
+            raise ConfigError(f"pipeline {name!r} is not in the config: use one of {', '.join(pipeline_names(cfg))}")
+    m = method or name or "smoa"
+    return m, preset(m)
+
+
+def with_overrides(spec: PipelineSpec, **overrides: Any) -> PipelineSpec:
+    """Apply CLI/API overrides (None means: keep)."""
+    upd: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None and k in PipelineSpec.model_fields}
+    agent_upd = {k: v for k, v in overrides.items() if v is not None and k in ("temperature", "max_tokens", "model")}
+    if agent_upd:
+        upd["agent"] = spec.agent.model_copy(update=agent_upd)
+    if not upd:
+        return spec
+    data = spec.model_dump()
+    data.update({k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in upd.items()})
+    try:
+        return PipelineSpec(**data)
+    except ValidationError as e:
+        raise ConfigError(_validation_message(e, "options")) from None
+
+
+def build_pipeline(
+    spec: PipelineSpec,
+    name: str = "pipeline",
+    backends: dict[str, BackendSpec] | None = None,
+    instances: dict[str, Backend] | None = None,
+) -> Pipeline:
+    """Validate the numbers, resolve backends, and build the live pipeline.
+
+    `instances` maps backend names to ready objects (tests pass a ScriptedBackend here).
+    Backend objects are shared: agents naming the same backend use one instance.
+    """
+    where = f"pipelines.{name}"
+    d = METHOD_DEFAULTS[spec.method]
+    n = spec.n if spec.n is not None else (len(spec.proposers) if len(spec.proposers) > 1 else d["n"])
+    assert n is not None
+    max_rounds = spec.max_rounds if spec.max_rounds is not None else d["max_rounds"]
+    assert max_rounds is not None
+    k: int | None = None
+    if spec.method == "single":
+        if spec.n not in (None, 1):
+            raise ConfigError(f"{where}.n: the single method uses one model: drop n or use another method")
+        n, max_rounds = 1, 1
+    if spec.method == "smoa":
+        k = spec.k if spec.k is not None else min(d["k"] or 2, max(1, n - 1))
+        if n < 2:
+            raise ConfigError(f"{where}.n = {n}: smoa needs at least 2 proposers")
+        if k >= n:
+            raise ConfigError(f"{where}.k = {k} must be smaller than n = {n}: the judge keeps k of the n responses")
+    elif spec.k is not None:
+        raise ConfigError(f"{where}.k: only the smoa method keeps k responses; drop k or use method = \"smoa\"")
+    if spec.method == "mad" and n < 2:
+        raise ConfigError(f"{where}.n = {n}: a debate needs at least 2 agents")
+    if spec.proposers and len(spec.proposers) not in (1, n):
+        raise ConfigError(
+            f"{where}.proposers has {len(spec.proposers)} entries but n = {n}: list n proposers, one, or none"
+        )
+    if spec.roles is not None and len(spec.roles) != n:
+        raise ConfigError(f"{where}.roles has {len(spec.roles)} entries but n = {n}: give one role per proposer")
+
+    known = dict(BUILTIN_BACKENDS)
+    known.update(backends or {})
+    made: dict[str, Backend] = dict(instances or {})
+
+    def backend_for(bname: str, field_name: str) -> Backend:
+        if bname in made:
+            return made[bname]
+        bspec = known.get(bname)
+        if bspec is None:
+            if bname in _FACTORIES and bname != "openai":
+                bspec = BackendSpec(type=bname)
+            else:
+                raise ConfigError(
+                    f"{field_name}: unknown backend {bname!r}: define [backends.{bname}] or use one of "
+                    f"{', '.join(sorted(set(known) | set(made)))}"
+                )
+        factory = _FACTORIES.get(bspec.type)
+        if factory is None:
+            raise ConfigError(
+                f"backends.{bname}.type: unknown backend type {bspec.type!r}: use one of {', '.join(sorted(_FACTORIES))}"
+            )
+        try:
+            made[bname] = factory(bspec, bname)
+        except ConfigError as e:
+            raise ConfigError(f"backends.{bname}: {e}") from None
+        return made[bname]
+
+    base_agent = AgentSpec(backend="local", temperature=0.7, max_tokens=256).merged(None)
+    base_agent = spec.agent.merged(base_agent)
+
+    def make(a: AgentSpec | None, agent_name: str, field_name: str, **defaults: Any) -> Agent:
+        merged = (a or AgentSpec()).merged(base_agent.model_copy(update=defaults) if defaults else base_agent)
+        bname = merged.backend or "local"
+        be = backend_for(bname, f"{field_name}.backend")
+        model = merged.model or _default_model(be)
+        settings = Settings(
+            temperature=merged.temperature,
+            max_tokens=merged.max_tokens,
+            top_p=merged.top_p,
+            seed=merged.seed,
+            stop=tuple(merged.stop) if merged.stop else None,
+        )
+        return Agent(name=agent_name, backend=be, backend_name=bname, model=model, settings=settings, role=merged.role)
+
+    if spec.proposers:
+        plist = spec.proposers if len(spec.proposers) == n else [spec.proposers[0]] * n
+    else:
+        plist = [AgentSpec()] * n
+    base_seed = spec.seed if spec.seed is not None else random.randrange(2**31)
+    proposers = []
+    for i, p in enumerate(plist):
+        fname = f"{where}.proposers[{i if len(spec.proposers) == n else 0}]"
+        ag = make(p, f"proposer-{i + 1}", fname)
+        if ag.settings.seed is None:
+            # distinct, reproducible samples per proposer
+            ag = Agent(**{**ag.__dict__, "settings": ag.settings.overlay(Settings(seed=base_seed + i))})
+        if spec.roles is not None:
+            ag = Agent(**{**ag.__dict__, "role": spec.roles[i]})
+        proposers.append(ag)
+    if spec.method == "self-moa":
+        first = proposers[0]
+        if any((p.backend_name, p.model) != (first.backend_name, first.model) for p in proposers):
+            raise ConfigError(f"{where}.proposers: self-moa samples one model n times: give one proposer")
+    structured = {"temperature": 0.0, "max_tokens": 320}
+    judge = make(spec.judge, "judge", f"{where}.judge", **structured)
+    moderator = make(spec.moderator, "moderator", f"{where}.moderator", **structured)
+    aggregator = make(spec.aggregator, "aggregator", f"{where}.aggregator")
+    role_gen = make(spec.role_generator, "role-generator", f"{where}.role_generator", temperature=0.8, max_tokens=600)
+    return Pipeline(
+        name=name,
+        method=spec.method,
+        n=n,
+        k=k,
+        max_rounds=max_rounds,
+        proposers=tuple(proposers),
+        judge=judge,
+        moderator=moderator,
+        aggregator=aggregator,
+        role_generator=role_gen,
+        roles=tuple(spec.roles) if spec.roles is not None else None,
+        dataset=spec.dataset,
+        task=spec.task,
+        seed=base_seed,
+        shuffle=spec.shuffle,
+    )
+
+
+def _default_model(be: Backend) -> str:
+    if be.kind == "local":
+        from .backends.local import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
+    if be.kind == "openai":
+        raise ConfigError("an agent on an openai backend needs a model name: set model = \"...\"")
+    return "default"
+
+
+def resolve(
+    config: str | Path | ConfigFile | None = None,
+    pipeline: str | None = None,
+    method: str | None = None,
+    instances: dict[str, Backend] | None = None,
+    **overrides: Any,
+) -> Pipeline:
+    """One call from (config file, pipeline name, method, overrides) to a live Pipeline."""
+    cfg = load_config(config) if isinstance(config, str | Path) else config
+    name, spec = select_spec(cfg, pipeline, method)
+    spec = with_overrides(spec, **overrides)
+    return build_pipeline(spec, name=name, backends=cfg.backends if cfg else None, instances=instances)

@@ -1,0 +1,429 @@
+"""One layered loop; every method is a policy over it.
+
+    propose (n agents, concurrently) -> forward (all | judge top-k) -> stop? (fixed | moderator)
+    ... repeat up to max_rounds ... -> finish (aggregate | vote | single answer)
+
+| method   | proposers        | later layers see        | forward  | stop      | finish              |
+|----------|------------------|-------------------------|----------|-----------|---------------------|
+| single   | 1                | -                       | -        | fixed     | the one answer      |
+| moa      | n                | all n (synthesize)      | all      | fixed     | aggregator over n   |
+| smoa     | n, with roles    | judge's k (synthesize)  | judge k  | moderator | aggregator over k   |
+| mad      | n                | others' answers (debate)| all      | fixed     | vote, else aggregate|
+| self-moa | 1 model, n times | -                       | all      | fixed     | aggregator over n   |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import roles as roles_mod
+from .answers import extract_answer, majority
+from .config import Agent, Pipeline
+from .prompting import render
+from .trace import CallRecord, Trace
+from .types import (
+    BackendError,
+    Completion,
+    Message,
+    Request,
+    Settings,
+    SmoaError,
+    normalize_messages,
+)
+from .verdicts import (
+    MODERATOR_SCHEMA,
+    judge_schema,
+    parse_moderator,
+    parse_roles,
+    resolve_selection,
+    roles_schema,
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    roles: bool
+    later: str  # "synthesize" | "debate" | "none"
+    forward: str  # "all" | "judge"
+    stop: str  # "fixed" | "moderator"
+    finish: str  # "aggregate" | "vote" | "single"
+
+
+POLICIES: dict[str, Policy] = {
+    "single": Policy(roles=False, later="none", forward="all", stop="fixed", finish="single"),
+    "moa": Policy(roles=False, later="synthesize", forward="all", stop="fixed", finish="aggregate"),
+    "smoa": Policy(roles=True, later="synthesize", forward="judge", stop="moderator", finish="aggregate"),
+    "mad": Policy(roles=False, later="debate", forward="all", stop="fixed", finish="vote"),
+    "self-moa": Policy(roles=False, later="synthesize", forward="all", stop="fixed", finish="aggregate"),
+}
+
+
+@dataclass
+class Proposal:
+    index: int  # proposer index 0..n-1
+    agent: Agent
+    role: str | None
+    call: CallRecord
+    text: str = ""
+    ok: bool = True
+
+
+@dataclass
+class Result:
+    answer: str
+    trace: Trace
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        return self.trace.cost()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.answer, "cost": self.cost, "trace": self.trace.to_dict()}
+
+
+Callback = Callable[..., Any]
+
+
+@dataclass
+class Engine:
+    """Runs one pipeline on one query. Cheap to create; create one per query."""
+
+    pipeline: Pipeline
+    on_delta: Callback | None = None  # called with each piece of the final answer
+    on_event: Callback | None = None  # called with progress dicts (call start/end, decisions)
+    limits: dict[int, asyncio.Semaphore] = field(default_factory=dict)  # per backend object
+    role_cache: bool = True
+
+    # -- plumbing -------------------------------------------------------------
+    def _sem(self, agent: Agent) -> asyncio.Semaphore | None:
+        lim = agent.backend.max_concurrency
+        if not lim:
+            return None
+        key = id(agent.backend)
+        if key not in self.limits:
+            self.limits[key] = asyncio.Semaphore(lim)
+        return self.limits[key]
+
+    async def _emit(self, cb: Callback | None, *args: Any) -> None:
+        if cb is None:
+            return
+        r = cb(*args)
+        if inspect.isawaitable(r):
+            await r
+
+    async def call(
+        self,
+        trace: Trace,
+        agent: Agent,
+        messages: list[Message],
+        stage: str,
+        layer: int,
+        role: str | None = None,
+        json_schema: dict[str, Any] | None = None,
+        settings: Settings | None = None,
+        stream: bool = False,
+    ) -> CallRecord:
+        """One LLM call, recorded in the trace. Raises BackendError after recording it."""
+        req = Request(
+            messages=tuple(messages),
+            model=agent.model,
+            settings=agent.settings.overlay(settings),
+            json_schema=json_schema,
+        )
+        sem = self._sem(agent)
+        if sem is not None:
+            await sem.acquire()
+        rec = trace.new_call(
+            layer=layer,
+            stage=stage,
+            agent=agent.name,
+            role=role,
+            backend=agent.backend_name,
+            model=agent.model,
+            messages=[dict(m) for m in messages],
+        )
+        await self._emit(self.on_event, {"type": "call_start", "call": rec.id, "stage": stage, "layer": layer, "agent": agent.name})
+        t0 = time.perf_counter()
+        try:
+            if stream:
+                comp: Completion | None = None
+                async for ev in agent.backend.stream(req):
+                    if ev.delta:
+                        await self._emit(self.on_delta, ev.delta)
+                    if ev.completion is not None:
+                        comp = ev.completion
+                if comp is None:
+                    raise BackendError(f"{agent.backend.describe()}: the stream ended without a completion")
+            else:
+                comp = await agent.backend.complete(req)
+        except BackendError as e:
+            rec.error = str(e)
+            raise
+        except asyncio.CancelledError:
+            rec.error = "cancelled"
+            raise
+        except Exception as e:  # a backend bug must not lose the trace
+            rec.error = f"{type(e).__name__}: {e}"
+            raise BackendError(f"{agent.backend.describe()}: {type(e).__name__}: {e}") from e
+        finally:
+            rec.latency_s = round(time.perf_counter() - t0, 6)
+            if sem is not None:
+                sem.release()
+        rec.response = comp.text
+        rec.prompt_tokens = comp.prompt_tokens
+        rec.completion_tokens = comp.completion_tokens
+        rec.cached = comp.cached
+        await self._emit(
+            self.on_event,
+            {"type": "call_end", "call": rec.id, "stage": stage, "layer": layer, "agent": agent.name,
+             "tokens": comp.prompt_tokens + comp.completion_tokens, "latency_s": rec.latency_s},
+        )
+        return rec
+
+    # -- stages ---------------------------------------------------------------
+    async def assign_roles(self, trace: Trace, policy: Policy) -> list[str | None]:
+        p = self.pipeline
+        own = [a.role for a in p.proposers]
+        if p.roles is not None:
+            trace.config["roles_source"] = "given"
+            return list(p.roles)
+        if not policy.roles or all(r is not None for r in own):
+            if any(r is not None for r in own):
+                trace.config["roles_source"] = "given"
+            return own
+        gen = p.role_generator
+        key = roles_mod.roles_key(p.dataset, p.task, p.n, f"{gen.backend.describe()}|{gen.model}")
+        cached = roles_mod.load_cached(key) if self.role_cache else None
+        if cached is not None and len(cached) >= p.n:
+            generated = cached[: p.n]
+            trace.config["roles_source"] = "cache"
+        else:
+            msgs = [{"role": "user", "content": render("roles", n=p.n, dataset=p.dataset, task=p.task)}]
+            try:
+                rec = await self.call(trace, gen, msgs, "role", 0, json_schema=roles_schema(p.n))
+                got = parse_roles(rec.response, p.n)
+            except BackendError as e:
+                got = []
+                trace.config["roles_error"] = str(e)
+            generated, added = roles_mod.fill_roles(got, p.n)
+            trace.config["roles_source"] = "generated"
+            if added:
+                trace.config["roles_fallback"] = added
+            if self.role_cache and added == 0:
+                roles_mod.store(key, generated, {"dataset": p.dataset, "task": p.task, "n": p.n})
+        return [own[i] if own[i] is not None else generated[i] for i in range(p.n)]
+
+    def proposer_messages(
+        self, conv: tuple[Message, ...], policy: Policy, layer: int, i: int, role: str | None,
+        forward: list[Proposal], last: dict[int, Proposal],
+    ) -> list[Message]:
+        if layer == 1 or policy.later == "none":
+            return ([{"role": "system", "content": role}] if role else []) + list(conv)
+        if policy.later == "synthesize":
+            system = render("synthesize", role=role, responses=[p.text for p in forward])
+            return [{"role": "system", "content": system}, *conv]
+        # debate: own last answer as the assistant's turn, the others' as the next user turn
+        others = [p.text for j, p in sorted(last.items()) if j != i]
+        msgs: list[Message] = ([{"role": "system", "content": role}] if role else []) + list(conv)
+        if i in last:
+            msgs.append({"role": "assistant", "content": last[i].text})
+        msgs.append({"role": "user", "content": render("debate", others=others, hint="")})
+        return msgs
+
+    async def propose_layer(
+        self, trace: Trace, conv: tuple[Message, ...], policy: Policy, layer: int, roles: list[str | None],
+        forward: list[Proposal], last: dict[int, Proposal],
+    ) -> list[Proposal]:
+        p = self.pipeline
+        stream_single = policy.finish == "single"
+
+        async def one(i: int) -> Proposal:
+            agent = p.proposers[i]
+            msgs = self.proposer_messages(conv, policy, layer, i, roles[i], forward, last)
+            rec = await self.call(trace, agent, msgs, "propose", layer, role=roles[i], stream=stream_single)
+            return Proposal(index=i, agent=agent, role=roles[i], call=rec, text=rec.response)
+
+        results = await asyncio.gather(*(one(i) for i in range(p.n)), return_exceptions=True)
+        proposals: list[Proposal] = []
+        for i, r in enumerate(results):
+            if isinstance(r, BaseException):
+                if not isinstance(r, BackendError):
+                    raise r
+                rec = next(c for c in reversed(trace.calls) if c.stage == "propose" and c.layer == layer and c.agent == p.proposers[i].name)
+                proposals.append(Proposal(index=i, agent=p.proposers[i], role=roles[i], call=rec, ok=False))
+            else:
+                proposals.append(r)
+        return proposals
+
+    async def judge(self, trace: Trace, question: str, ok: list[Proposal], layer: int, rng: random.Random) -> tuple[list[Proposal], dict[str, Any]]:
+        p = self.pipeline
+        k = p.k or len(ok)
+        # identical answers are one candidate
+        unique: list[Proposal] = []
+        seen: set[str] = set()
+        dup: list[int] = []
+        for prop in ok:
+            key = " ".join(prop.text.split()).lower()
+            if key in seen:
+                dup.append(prop.index)
+                continue
+            seen.add(key)
+            unique.append(prop)
+        info: dict[str, Any] = {"k": k, "candidates": [u.index for u in unique], "duplicates": dup}
+        if len(unique) <= k:
+            info.update(kept=[u.index for u in unique], reason=f"only {len(unique)} distinct responses for k = {k}: all kept, judge not called")
+            return unique, info
+        order = list(range(len(unique)))
+        if p.shuffle:
+            rng.shuffle(order)
+        nonce = secrets.token_hex(4)
+        candidates = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
+        prompt = render("judge", n=len(unique), k=k, nonce=nonce, question=question, candidates=candidates)
+        try:
+            rec = await self.call(
+                trace, p.judge, [{"role": "user", "content": prompt}], "judge", layer,
+                json_schema=judge_schema(len(unique), k),
+            )
+            text = rec.response
+        except BackendError as e:
+            rec, text = None, ""
+            info["error"] = str(e)
+        verdict = resolve_selection(text, order, k, rng)
+        kept = [unique[i] for i in verdict.selected]
+        info.update(
+            call_id=rec.id if rec else None,
+            shown_order=[unique[i].index for i in order],
+            kept=[u.index for u in kept],
+            reasoning=verdict.reasoning,
+            fallback=verdict.fallback,
+            notes=verdict.notes,
+        )
+        if rec is not None:
+            rec.decision = {"kept": info["kept"], "fallback": verdict.fallback}
+        await self._emit(self.on_event, {"type": "judge", "layer": layer, "kept": info["kept"], "fallback": verdict.fallback})
+        return kept, info
+
+    async def moderate(self, trace: Trace, question: str, kept: list[Proposal], layer: int) -> dict[str, Any]:
+        p = self.pipeline
+        nonce = secrets.token_hex(4)
+        prompt = render(
+            "moderator", round=layer, max_rounds=p.max_rounds, nonce=nonce, question=question,
+            responses=[_defang(x.text, nonce) for x in kept],
+        )
+        try:
+            rec = await self.call(trace, p.moderator, [{"role": "user", "content": prompt}], "moderate", layer, json_schema=MODERATOR_SCHEMA)
+            v = parse_moderator(rec.response)
+            info = {"call_id": rec.id, "stop": v.stop, "reasoning": v.reasoning, "fallback": v.fallback}
+            rec.decision = {"stop": v.stop, "fallback": v.fallback}
+        except BackendError as e:
+            info = {"call_id": None, "stop": False, "reasoning": "", "fallback": "moderator unreachable: continue", "error": str(e)}
+        await self._emit(self.on_event, {"type": "moderator", "layer": layer, "stop": info["stop"], "fallback": info["fallback"]})
+        return info
+
+    async def aggregate(self, trace: Trace, conv: tuple[Message, ...], final: list[Proposal], layer: int) -> str:
+        p = self.pipeline
+        system = render("aggregate", responses=[x.text for x in final])
+        rec = await self.call(
+            trace, p.aggregator, [{"role": "system", "content": system}, *conv], "aggregate", layer,
+            stream=self.on_delta is not None,
+        )
+        trace.finish = {"kind": "aggregate", "call_id": rec.id, "inputs": [x.index for x in final]}
+        return rec.response
+
+    # -- the loop ---------------------------------------------------------------
+    async def run(self, query: str | list[Message] | tuple[Message, ...]) -> Result:
+        p = self.pipeline
+        policy = POLICIES[p.method]
+        conv = normalize_messages(query)
+        trace = Trace(method=p.method, pipeline=p.name, query=[dict(m) for m in conv], config=p.summary())
+        try:
+            answer = await self._run(trace, conv, policy)
+        except BaseException as e:
+            trace.error = str(e) if isinstance(e, SmoaError) else f"{type(e).__name__}: {e}"
+            trace.wall_s = round(trace.elapsed(), 6)
+            if isinstance(e, SmoaError):
+                e.trace = trace  # type: ignore[attr-defined]
+            raise
+        trace.answer = answer
+        trace.wall_s = round(trace.elapsed(), 6)
+        return Result(answer=answer, trace=trace)
+
+    async def _run(self, trace: Trace, conv: tuple[Message, ...], policy: Policy) -> str:
+        p = self.pipeline
+        rng = random.Random(p.seed)
+        question = _question_text(conv)
+        roles = await self.assign_roles(trace, policy)
+        trace.roles = [r or "" for r in roles]
+        forward: list[Proposal] = []
+        last: dict[int, Proposal] = {}
+        trace.stop_reason = "max_rounds"
+        layer = 0
+        for layer in range(1, p.max_rounds + 1):
+            proposals = await self.propose_layer(trace, conv, policy, layer, roles, forward, last)
+            ok = [x for x in proposals if x.ok]
+            info: dict[str, Any] = {
+                "layer": layer,
+                "proposals": [
+                    {"index": x.index, "agent": x.agent.name, "role": x.role, "model": x.agent.model,
+                     "backend": x.agent.backend_name, "call_id": x.call.id, "ok": x.ok, "error": x.call.error}
+                    for x in proposals
+                ],
+                "failed": [x.index for x in proposals if not x.ok],
+            }
+            trace.layers.append(info)
+            if not ok:
+                errs = "; ".join(sorted({x.call.error or "" for x in proposals}))
+                raise BackendError(f"every proposer failed in layer {layer}: {errs}")
+            if policy.forward == "judge":
+                kept, jinfo = await self.judge(trace, question, ok, layer, rng)
+                info["judge"] = jinfo
+            else:
+                kept = ok
+            info["kept"] = [x.index for x in kept]
+            info["dropped"] = [x.index for x in proposals if x.index not in info["kept"]]
+            forward = kept
+            last = {x.index: x for x in ok}
+            if policy.stop == "moderator" and layer < p.max_rounds:
+                minfo = await self.moderate(trace, question, kept, layer)
+                info["moderator"] = minfo
+                if minfo["stop"]:
+                    trace.stop_reason = "moderator"
+                    break
+            elif policy.stop == "fixed" and layer == p.max_rounds:
+                trace.stop_reason = "fixed"
+        finish_layer = layer + 1
+        if policy.finish == "single":
+            trace.finish = {"kind": "single", "call_id": forward[0].call.id}
+            return forward[0].text
+        if policy.finish == "vote":
+            extracted = [extract_answer(x.text) for x in forward]
+            winner, counts = majority(extracted)
+            if winner is not None:
+                chosen = next(x for x, a in zip(forward, extracted, strict=True) if a == winner)
+                trace.finish = {"kind": "vote", "answer": winner, "votes": counts, "call_id": chosen.call.id}
+                await self._emit(self.on_delta, chosen.text)
+                return chosen.text
+            answer = await self.aggregate(trace, conv, forward, finish_layer)
+            trace.finish.update(vote_failed=counts)
+            return answer
+        return await self.aggregate(trace, conv, forward, finish_layer)
+
+
+def _question_text(conv: tuple[Message, ...]) -> str:
+    last = conv[-1]["content"]
+    if len(conv) == 1:
+        return last
+    hist = "\n".join(f"{m['role']}: {m['content']}" for m in conv[:-1])
+    return f"(Earlier conversation)\n{hist}\n\n(Latest user message)\n{last}"
+
+
+def _defang(text: str, nonce: str) -> str:
+    """Candidate text must not be able to fake our markers: break any look-alike."""
+    return text.replace("<<<", "< < <").replace(">>>", "> > >").replace(nonce, "[code]")

@@ -1,0 +1,135 @@
+"""A scripted backend for tests: returns queued or computed replies and records every call.
+
+    backend = ScriptedBackend()
+    backend.enqueue("first reply", "second reply")
+    ...
+    assert [c.messages for c in backend.calls] == [...]
+    backend.assert_complete()
+
+A reply may be a string, a `Completion`, an exception instance (raised), or a callable
+`f(request) -> str | Completion` that computes it. With nothing queued, `responder` (if
+given) answers; otherwise the call fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .backends.base import Backend
+from .types import Completion, Request
+
+Reply = str | Completion | BaseException | Callable[[Request], "str | Completion"]
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+class ScriptedBackend(Backend):
+    kind = "scripted"
+
+    def __init__(
+        self,
+        responder: Callable[[Request], str | Completion] | None = None,
+        latency_s: float = 0.0,
+        name: str = "scripted",
+        max_concurrency: int | None = None,
+    ) -> None:
+        self._queue: deque[Reply] = deque()
+        self.responder = responder
+        self.latency_s = latency_s
+        self.calls: list[Request] = []
+        self.name = name
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def enqueue(self, *replies: Reply) -> ScriptedBackend:
+        self._queue.extend(replies)
+        return self
+
+    def assert_complete(self) -> None:
+        if self._queue:
+            raise AssertionError(f"{len(self._queue)} scripted replies were never used: {list(self._queue)!r}")
+
+    def describe(self) -> str:
+        return f"scripted:{self.name}"
+
+    async def complete(self, request: Request) -> Completion:
+        self.calls.append(request)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            if self._queue:
+                reply: Any = self._queue.popleft()
+            elif self.responder is not None:
+                reply = self.responder
+            else:
+                raise AssertionError(f"ScriptedBackend {self.name!r} got an unscripted call: {request.messages!r}")
+            if callable(reply) and not isinstance(reply, BaseException):
+                reply = reply(request)
+            if isinstance(reply, BaseException):
+                raise reply
+            if isinstance(reply, Completion):
+                return reply
+            prompt = " ".join(m["content"] for m in request.messages)
+            return Completion(
+                text=str(reply),
+                prompt_tokens=count_words(prompt),
+                completion_tokens=count_words(str(reply)),
+                model=request.model,
+                finish_reason="stop",
+            )
+        finally:
+            self.in_flight -= 1
+
+
+def stage_of(request: Request) -> str:
+    """Which pipeline stage sent this request (for scripted responders)."""
+    schema = request.json_schema or {}
+    props = schema.get("properties", {})
+    if "selected" in props:
+        return "judge"
+    if "stop" in props:
+        return "moderate"
+    if "roles" in props:
+        return "role"
+    first = request.messages[0]["content"] if request.messages else ""
+    if request.messages and request.messages[0]["role"] == "system" and first.startswith("You write the final reply"):
+        return "aggregate"
+    return "propose"
+
+
+def mixture_responder(
+    propose: Callable[[Request], str] | str = "proposal",
+    judge: Callable[[Request], str] | str | None = None,
+    moderate: Callable[[Request], str] | str = '{"reasoning": "go on", "stop": false}',
+    aggregate: Callable[[Request], str] | str = "final answer",
+    roles: Callable[[Request], str] | str | None = None,
+) -> Callable[[Request], str]:
+    """A responder that answers each stage plausibly; override any stage with a string or function.
+
+    Default judge: picks the first k labels it was shown. Default roles: n distinct roles.
+    """
+    import json as _json
+
+    def default_judge(req: Request) -> str:
+        k = req.json_schema["properties"]["selected"]["minItems"]  # type: ignore[index]
+        return _json.dumps({"reasoning": "first k", "selected": list(range(1, k + 1))})
+
+    def default_roles(req: Request) -> str:
+        n = req.json_schema["properties"]["roles"]["minItems"]  # type: ignore[index]
+        return _json.dumps({"roles": [{"name": f"r{i}", "description": f"You are scripted expert {i}."} for i in range(1, n + 1)]})
+
+    table = {"propose": propose, "judge": judge or default_judge, "moderate": moderate, "aggregate": aggregate, "role": roles or default_roles}
+
+    def respond(req: Request) -> str:
+        r = table[stage_of(req)]
+        return r(req) if callable(r) else r
+
+    return respond

@@ -1,0 +1,121 @@
+"""The trace: every LLM call of a query, the judge's and moderator's decisions, and cost.
+
+Cost accounting is computed from the trace and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STAGES = ("role", "propose", "judge", "moderate", "aggregate")
+
+
+@dataclass
+class CallRecord:
+    id: int
+    layer: int  # 0 for calls outside the layered loop (roles), last+1 for aggregation
+    stage: str  # one of STAGES
+    agent: str
+    role: str | None
+    backend: str
+    model: str
+    messages: list[dict[str, str]]
+    response: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    started_at: float = 0.0  # seconds since the trace started
+    error: str | None = None
+    cached: bool = False
+    decision: dict[str, Any] | None = None
+
+
+@dataclass
+class Trace:
+    method: str
+    pipeline: str = ""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = field(default_factory=time.time)
+    query: list[dict[str, str]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    roles: list[str] = field(default_factory=list)
+    calls: list[CallRecord] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""
+    finish: dict[str, Any] = field(default_factory=dict)
+    answer: str = ""
+    wall_s: float = 0.0
+    error: str | None = None
+    _t0: float = field(default_factory=time.perf_counter, repr=False)
+
+    # -- recording ---------------------------------------------------------
+    def new_call(self, **kw: Any) -> CallRecord:
+        rec = CallRecord(id=len(self.calls), started_at=time.perf_counter() - self._t0, **kw)
+        self.calls.append(rec)
+        return rec
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    # -- accounting --------------------------------------------------------
+    def cost(self) -> dict[str, Any]:
+        return cost_of(self.calls)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_t0", None)
+        d["cost"] = self.cost()
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trace:
+        d = dict(d)
+        d.pop("cost", None)
+        calls = [CallRecord(**c) for c in d.pop("calls", [])]
+        t = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "_t0"})
+        t.calls = calls
+        return t
+
+
+def cost_of(calls: list[CallRecord]) -> dict[str, Any]:
+    """Tokens and calls per stage, and the total. Cached calls count as calls but cost 0 tokens."""
+    by_stage: dict[str, dict[str, float]] = {}
+    for c in calls:
+        s = by_stage.setdefault(
+            c.stage,
+            {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "latency_s": 0.0, "errors": 0, "cached": 0},
+        )
+        s["calls"] += 1
+        s["errors"] += 1 if c.error else 0
+        s["cached"] += 1 if c.cached else 0
+        if not c.cached:
+            s["prompt_tokens"] += c.prompt_tokens
+            s["completion_tokens"] += c.completion_tokens
+            s["total_tokens"] += c.prompt_tokens + c.completion_tokens
+        s["latency_s"] = round(s["latency_s"] + c.latency_s, 6)
+    total = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "errors": 0, "cached": 0}
+    for s in by_stage.values():
+        for k in total:
+            total[k] += s[k]
+    ordered = {st: by_stage[st] for st in STAGES if st in by_stage}
+    ordered.update({k: v for k, v in by_stage.items() if k not in ordered})
+    return {"by_stage": ordered, "total": total}
+
+
+def format_cost(cost: dict[str, Any]) -> str:
+    """A small fixed-width table of the cost summary, for the terminal."""
+    rows = [("stage", "calls", "prompt", "completion", "total")]
+    for st, s in cost["by_stage"].items():
+        rows.append((st, str(s["calls"]), str(s["prompt_tokens"]), str(s["completion_tokens"]), str(s["total_tokens"])))
+    t = cost["total"]
+    rows.append(("total", str(t["calls"]), str(t["prompt_tokens"]), str(t["completion_tokens"]), str(t["total_tokens"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(5)) for r in rows]
+    return "\n".join(lines)

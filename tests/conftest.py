@@ -1,0 +1,25 @@
+import socket
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own role cache; no test writes to the user's cache."""
+    monkeypatch.setenv("SMOA_CACHE_DIR", str(tmp_path / "cache"))
+
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):  # only loopback and unix sockets
+    if isinstance(address, tuple):
+        host = address[0]
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            raise RuntimeError(f"test tried to reach {host}: tests stay on loopback")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
