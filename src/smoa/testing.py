@@ -133,3 +133,68 @@ def mixture_responder(
         return r(req) if callable(r) else r
 
     return respond
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """A server started as a real subprocess on 127.0.0.1, stopped on exit.
+
+        with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}"]) as srv:
+            srv.base_url  # http://127.0.0.1:PORT/v1
+    """
+
+    def __init__(self, argv: list[str], ready_path: str = "/v1/models", timeout_s: float = 120.0, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.ready_path = ready_path
+        self.timeout_s = timeout_s
+        self.env = env
+        self.proc: Any = None
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.root_url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerProcess:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        import time
+        import urllib.request
+
+        argv = [sys.executable if a == "python" else a for a in self.argv]
+        self._log = tempfile.TemporaryFile()
+        env = dict(os.environ)
+        env.update(self.env or {})
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.root_url + self.ready_path, timeout=2) as r:
+                    if r.status < 500:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"server did not start in {self.timeout_s} s: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()

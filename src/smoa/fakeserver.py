@@ -1,0 +1,191 @@
+"""A real OpenAI-compatible HTTP server for tests and benchmarks, on 127.0.0.1.
+
+It answers every pipeline stage plausibly (proposals, judge and moderator JSON, roles,
+aggregation) after a fixed latency, and can inject faults at a set rate: HTTP 500, 429
+with Retry-After, hangs (client time-outs), malformed JSON and truncated streams.
+
+    python -m smoa.fakeserver --port 8123 --latency 0.1 --fault-rate 0.2
+
+GET /stats returns what it served: requests, faults by kind, peak in-flight requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .testing import mixture_responder
+from .types import Request, Settings
+
+FAULT_KINDS = ("500", "429", "timeout", "malformed", "truncate")
+
+
+@dataclass
+class FakeConfig:
+    latency_s: float = 0.0
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULT_KINDS
+    fault_models: tuple[str, ...] = ()  # empty: any model may fault
+    hang_s: float = 30.0
+    retry_after_s: float = 0.05
+    seed: int = 0
+    api_key: str | None = None
+    tokens_per_word: int = 1
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    ok: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    by_model: dict[str, int] = field(default_factory=dict)
+
+
+def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
+    from starlette.applications import Starlette
+    from starlette.requests import Request as HttpRequest
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    rng = random.Random(cfg.seed)
+    stats = Stats()
+    responder = mixture_responder(
+        propose=lambda r: f"Proposal from {r.model} (sample {r.settings.seed}): the answer is {len(r.messages)}."
+    )
+
+    def to_request(body: dict[str, Any]) -> Request:
+        rf = body.get("response_format") or {}
+        schema = (rf.get("json_schema") or {}).get("schema") if rf.get("type") == "json_schema" else rf.get("schema")
+        return Request(
+            messages=tuple({"role": m.get("role", "user"), "content": m.get("content") or ""} for m in body.get("messages", [])),
+            model=body.get("model", ""),
+            settings=Settings(seed=body.get("seed")),
+            json_schema=schema,
+        )
+
+    def usage(req: Request, text: str) -> dict[str, int]:
+        p = sum(len(m["content"].split()) for m in req.messages) * cfg.tokens_per_word
+        c = len(text.split()) * cfg.tokens_per_word
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    async def completions(request: HttpRequest) -> Response:
+        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
+            return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, status_code=401)
+        body = await request.json()
+        model = body.get("model", "")
+        stats.requests += 1
+        stats.by_model[model] = stats.by_model.get(model, 0) + 1
+        stats.in_flight += 1
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        try:
+            fault = None
+            if cfg.fault_rate and (not cfg.fault_models or model in cfg.fault_models) and rng.random() < cfg.fault_rate:
+                fault = rng.choice(cfg.faults)
+                stats.faults[fault] = stats.faults.get(fault, 0) + 1
+            if cfg.latency_s:
+                await asyncio.sleep(cfg.latency_s)
+            if fault == "500":
+                return JSONResponse({"error": {"message": "injected server error", "type": "server_error"}}, status_code=500)
+            if fault == "429":
+                return JSONResponse(
+                    {"error": {"message": "injected rate limit", "type": "rate_limit"}},
+                    status_code=429,
+                    headers={"retry-after": str(cfg.retry_after_s)},
+                )
+            if fault == "timeout":
+                await asyncio.sleep(cfg.hang_s)
+                return JSONResponse({"error": {"message": "too late"}}, status_code=504)
+            if fault == "malformed":
+                return Response('{"id": "x", "choices": [{"mess', media_type="application/json")
+            req = to_request(body)
+            text = responder(req)
+            u = usage(req, text)
+            cid = f"chatcmpl-{stats.requests}"
+            if body.get("stream"):
+                return StreamingResponse(_stream(cid, model, text, u, truncate=fault == "truncate"), media_type="text/event-stream")
+            if fault == "truncate":
+                return Response('{"id": "x", "object": "chat.completion", "choices": [', media_type="application/json")
+            stats.ok += 1
+            return JSONResponse(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": u,
+                }
+            )
+        finally:
+            stats.in_flight -= 1
+
+    async def _stream(cid: str, model: str, text: str, u: dict[str, int], truncate: bool):  # type: ignore[no-untyped-def]
+        words = text.split(" ")
+        for i, w in enumerate(words):
+            if truncate and i >= max(1, len(words) // 2):
+                return  # connection ends with no [DONE]
+            piece = w if i == 0 else " " + w
+            chunk = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model,
+                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            yield f"data: {json.dumps(chunk)}\n\n"
+        end = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model,
+               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield f"data: {json.dumps(end)}\n\n"
+        yield f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': 0, 'model': model, 'choices': [], 'usage': u})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    async def models(request: HttpRequest) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "smoa"}]})
+
+    async def get_stats(request: HttpRequest) -> Response:
+        return JSONResponse(stats.__dict__)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/models", models),
+            Route("/stats", get_stats),
+        ]
+    )
+    app.state.stats = stats
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m smoa.fakeserver", description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds per call")
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma list of " + ",".join(FAULT_KINDS))
+    ap.add_argument("--fault-models", default="", help="comma list of models that may fault (default: all)")
+    ap.add_argument("--hang", type=float, default=30.0, help="seconds a 'timeout' fault hangs")
+    ap.add_argument("--retry-after", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--api-key", default=None)
+    a = ap.parse_args(argv)
+    if not a.host.startswith("127.") and a.host not in ("localhost", "::1"):
+        ap.error("the fake server listens on loopback only")
+    faults = tuple(f for f in a.faults.split(",") if f)
+    bad = [f for f in faults if f not in FAULT_KINDS]
+    if bad:
+        ap.error(f"unknown fault kinds {bad}: use {', '.join(FAULT_KINDS)}")
+    cfg = FakeConfig(
+        latency_s=a.latency, fault_rate=a.fault_rate, faults=faults,
+        fault_models=tuple(m for m in a.fault_models.split(",") if m), hang_s=a.hang,
+        retry_after_s=a.retry_after, seed=a.seed, api_key=a.api_key,
+    )
+    import uvicorn
+
+    uvicorn.run(build_app(cfg), host=a.host, port=a.port, log_level="warning", backlog=2048, timeout_keep_alive=30)
+
+
+if __name__ == "__main__":
+    main()
