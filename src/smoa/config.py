@@ -60,11 +60,22 @@ class BackendSpec(_Strict):
     model_path: str | None = None
     n_ctx: int = Field(4096, ge=256)
     n_threads: int | None = Field(None, ge=1)
-    timeout_s: float = Field(600.0, gt=0)
-    max_retries: int = Field(2, ge=0)
+    timeout_s: float = Field(600.0, gt=0)  # per attempt of one call
+    max_retries: int = Field(2, ge=0)  # older name of `retries` (used when retries is not set)
+    # reliability (smoa.wrappers): retries of a failed call, with exponential backoff and jitter
+    retries: int | None = Field(None, ge=0, le=20)
+    backoff_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(20.0, ge=0)
+    # openai backends: refuse prompts that cannot fit (estimated tokens); None: no check here
+    context_window: int | None = Field(None, ge=16)
     structured: Literal["json_schema", "json_object", "none"] = "json_schema"
     max_concurrency: int | None = Field(None, ge=1)
+    # one request at a time, across every query (servers that load models on demand)
+    sequential: bool = False
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def concurrency(self) -> int | None:
+        return 1 if self.sequential else self.max_concurrency
 
 
 class AgentSpec(_Strict):
@@ -76,6 +87,11 @@ class AgentSpec(_Strict):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
     stop: list[str] | None = None
+    # reliability: override the backend's retries / per-attempt timeout for this agent, and
+    # an agent to ask instead when this one still fails (its backend, model, settings)
+    retries: int | None = Field(None, ge=0, le=20)
+    timeout_s: float | None = Field(None, gt=0)
+    fallback: AgentSpec | None = None
 
     def merged(self, base: AgentSpec | None) -> AgentSpec:
         if base is None:
@@ -102,10 +118,14 @@ class PipelineSpec(_Strict):
     seed: int | None = None
     shuffle: bool = True
     description: str = ""
+    cache: bool | None = None  # response cache (None: on; see smoa.cache)
+    deadline_s: float | None = Field(None, gt=0)  # the whole query, all calls and retries
+    min_proposers: int = Field(1, ge=1)  # fewer answers than this in a layer fail the query
 
 
 class ConfigFile(_Strict):
     default: str | None = None
+    cache: bool | None = None  # response cache for every pipeline of the file (None: on)
     backends: dict[str, BackendSpec] = Field(default_factory=dict)
     pipelines: dict[str, PipelineSpec] = Field(default_factory=dict)
 
@@ -122,6 +142,7 @@ class Agent:
     model: str
     settings: Settings = field(default_factory=Settings)
     role: str | None = None
+    seed_given: bool = True  # False when settings.seed is the engine's random default
 
 
 @dataclass(frozen=True)
@@ -141,6 +162,10 @@ class Pipeline:
     task: str = DEFAULT_TASK
     seed: int | None = None
     shuffle: bool = True
+    seed_given: bool = False  # the pipeline seed came from the user (else drawn at random)
+    cache: bool = False  # responses of reproducible calls are cached
+    deadline_s: float | None = None
+    min_proposers: int = 1
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -150,6 +175,8 @@ class Pipeline:
             "k": self.k,
             "max_rounds": self.max_rounds,
             "seed": self.seed,
+            "seed_given": self.seed_given,
+            "cache": self.cache,
             "proposers": [f"{a.backend_name}:{a.model}" for a in self.proposers],
             "judge": f"{self.judge.backend_name}:{self.judge.model}",
             "aggregator": f"{self.aggregator.backend_name}:{self.aggregator.model}",
@@ -175,10 +202,11 @@ def _openai_factory(spec: BackendSpec, name: str) -> Backend:
         base_url=spec.base_url,
         api_key_env=spec.api_key_env,
         timeout_s=spec.timeout_s,
-        max_retries=spec.max_retries,
+        max_retries=0,  # retries are smoa.wrappers.RetryingBackend's, so they are counted
         structured=spec.structured,
-        max_concurrency=spec.max_concurrency,
+        max_concurrency=spec.concurrency(),
         name=name,
+        context_window=spec.context_window,
     )
 
 
@@ -304,12 +332,19 @@ def build_pipeline(
     name: str = "pipeline",
     backends: dict[str, BackendSpec] | None = None,
     instances: dict[str, Backend] | None = None,
+    cache: bool | None = None,
 ) -> Pipeline:
     """Validate the numbers, resolve backends, and build the live pipeline.
 
-    `instances` maps backend names to ready objects (tests pass a ScriptedBackend here).
+    `instances` maps backend names to ready objects (tests pass a ScriptedBackend here);
+    they are used as given, never wrapped in the response cache.
     Backend objects are shared: agents naming the same backend use one instance.
+    `cache`: response cache on/off (None: the spec's `cache`, else on; SMOA_NO_CACHE=1 wins).
     """
+    from .cache import CachedBackend, cache_disabled_by_env
+
+    use_cache = cache if cache is not None else (spec.cache if spec.cache is not None else True)
+    use_cache = use_cache and not cache_disabled_by_env()
     where = f"pipelines.{name}"
     d = METHOD_DEFAULTS[spec.method]
     n = spec.n if spec.n is not None else (len(spec.proposers) if len(spec.proposers) > 1 else d["n"])
@@ -337,6 +372,8 @@ def build_pipeline(
         )
     if spec.roles is not None and len(spec.roles) != n:
         raise ConfigError(f"{where}.roles has {len(spec.roles)} entries but n = {n}: give one role per proposer")
+    if spec.min_proposers > n:
+        raise ConfigError(f"{where}.min_proposers = {spec.min_proposers} is more than n = {n}: lower it")
 
     known = dict(BUILTIN_BACKENDS)
     known.update(backends or {})
@@ -359,20 +396,52 @@ def build_pipeline(
             raise ConfigError(
                 f"backends.{bname}.type: unknown backend type {bspec.type!r}: use one of {', '.join(sorted(_FACTORIES))}"
             )
+        if bspec.sequential and bspec.max_concurrency not in (None, 1):
+            raise ConfigError(f"backends.{bname}: sequential = true allows one request at a time: drop max_concurrency")
         try:
-            made[bname] = factory(bspec, bname)
+            be = factory(bspec, bname)
         except ConfigError as e:
             raise ConfigError(f"backends.{bname}: {e}") from None
+        if bspec.sequential:
+            be.max_concurrency = 1
+        made[bname] = CachedBackend(be) if use_cache else be
         return made[bname]
 
     base_agent = AgentSpec(backend="local", temperature=0.7, max_tokens=256).merged(None)
     base_agent = spec.agent.merged(base_agent)
 
+    wrapped: dict[Any, Backend] = {}
+
+    def reliable(be: Backend, bname: str, a: AgentSpec) -> Backend:
+        """The backend wrapped for this agent's retry policy (shared by agents with the same one)."""
+        from .wrappers import RetryingBackend
+
+        policy = _retry_policy(known.get(bname) if bname not in (instances or {}) else None, a)
+        if policy is None:
+            return be
+        key = (bname, policy)
+        if key not in wrapped:
+            wrapped[key] = RetryingBackend(be, policy)
+        return wrapped[key]
+
     def make(a: AgentSpec | None, agent_name: str, field_name: str, **defaults: Any) -> Agent:
         merged = (a or AgentSpec()).merged(base_agent.model_copy(update=defaults) if defaults else base_agent)
         bname = merged.backend or "local"
-        be = backend_for(bname, f"{field_name}.backend")
-        model = merged.model or _default_model(be)
+        raw = backend_for(bname, f"{field_name}.backend")
+        model = merged.model or _default_model(raw)
+        be = reliable(raw, bname, merged)
+        if merged.fallback is not None:
+            from .wrappers import FallbackBackend
+
+            fb = merged.fallback.merged(merged.model_copy(update={"fallback": None, "backend": None, "model": None}))
+            if fb.fallback is not None:
+                raise ConfigError(f"{field_name}.fallback.fallback: one fallback per agent: remove the inner one")
+            fb_name = fb.backend or "local"
+            fb_raw = backend_for(fb_name, f"{field_name}.fallback.backend")
+            fb_model = fb.model or _default_model(fb_raw)
+            fb_settings = Settings(temperature=fb.temperature, max_tokens=fb.max_tokens, top_p=fb.top_p, seed=fb.seed,
+                                   stop=tuple(fb.stop) if fb.stop else None)
+            be = FallbackBackend(be, reliable(fb_raw, fb_name, fb), fb_model, fb_settings, label=f"{fb_name}:{fb_model}")
         settings = Settings(
             temperature=merged.temperature,
             max_tokens=merged.max_tokens,
@@ -392,8 +461,9 @@ def build_pipeline(
         fname = f"{where}.proposers[{i if len(spec.proposers) == n else 0}]"
         ag = make(p, f"proposer-{i + 1}", fname)
         if ag.settings.seed is None:
-            # distinct, reproducible samples per proposer
-            ag = Agent(**{**ag.__dict__, "settings": ag.settings.overlay(Settings(seed=base_seed + i))})
+            # distinct, reproducible samples per proposer; user-given only if the pipeline seed is
+            ag = Agent(**{**ag.__dict__, "settings": ag.settings.overlay(Settings(seed=base_seed + i)),
+                          "seed_given": spec.seed is not None})
         if spec.roles is not None:
             ag = Agent(**{**ag.__dict__, "role": spec.roles[i]})
         proposers.append(ag)
@@ -422,7 +492,38 @@ def build_pipeline(
         task=spec.task,
         seed=base_seed,
         shuffle=spec.shuffle,
+        seed_given=spec.seed is not None,
+        cache=use_cache,
+        deadline_s=spec.deadline_s,
+        min_proposers=spec.min_proposers,
     )
+
+
+def _retry_policy(bspec: BackendSpec | None, a: AgentSpec) -> Any:
+    """The RetryPolicy for an agent on a backend, or None when there is nothing to wrap.
+
+    openai backends retry by default (`retries`, else `max_retries`: 2) and bound each attempt
+    by `timeout_s`; other backends only when the config asks (retries or timeout_s set).
+    Backends passed as ready instances are wrapped only for agent-level settings.
+    """
+    from .wrappers import RetryPolicy
+
+    retries: int | None = a.retries
+    timeout: float | None = a.timeout_s
+    backoff, backoff_max = 0.5, 20.0
+    if bspec is not None:
+        is_http = bspec.type == "openai"
+        if retries is None:
+            if bspec.retries is not None:
+                retries = bspec.retries
+            elif is_http or "max_retries" in bspec.model_fields_set:
+                retries = bspec.max_retries
+        if timeout is None and (is_http or "timeout_s" in bspec.model_fields_set):
+            timeout = bspec.timeout_s
+        backoff, backoff_max = bspec.backoff_s, bspec.backoff_max_s
+    if not retries and timeout is None:
+        return None
+    return RetryPolicy(retries=retries or 0, timeout_s=timeout, backoff_s=backoff, backoff_max_s=backoff_max)
 
 
 def _default_model(be: Backend) -> str:
@@ -446,4 +547,5 @@ def resolve(
     cfg = load_config(config) if isinstance(config, str | Path) else config
     name, spec = select_spec(cfg, pipeline, method)
     spec = with_overrides(spec, **overrides)
-    return build_pipeline(spec, name=name, backends=cfg.backends if cfg else None, instances=instances)
+    cache = cfg.cache if cfg is not None and spec.cache is None else None
+    return build_pipeline(spec, name=name, backends=cfg.backends if cfg else None, instances=instances, cache=cache)

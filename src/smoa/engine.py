@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from typing import Any
 from . import roles as roles_mod
 from .answers import extract_answer, majority
 from .config import Agent, Pipeline
+from .limits import Limiter, backend_limiter
 from .prompting import render
 from .trace import CallRecord, Trace
 from .types import (
@@ -98,18 +99,22 @@ class Engine:
     pipeline: Pipeline
     on_delta: Callback | None = None  # called with each piece of the final answer
     on_event: Callback | None = None  # called with progress dicts (call start/end, decisions)
-    limits: dict[int, asyncio.Semaphore] = field(default_factory=dict)  # per backend object
     role_cache: bool = True
+    # Shared across queries: at most this many LLM calls in flight (None: no global limit).
+    # Per-endpoint limits come from `backend.max_concurrency` and are shared too.
+    limiter: Limiter | None = None
+    # Run every call of this query one at a time (what the SMoA reference code does).
+    sequential: bool = False
+    _one: Limiter | None = field(default=None, repr=False)
 
     # -- plumbing -------------------------------------------------------------
-    def _sem(self, agent: Agent) -> asyncio.Semaphore | None:
-        lim = agent.backend.max_concurrency
-        if not lim:
-            return None
-        key = id(agent.backend)
-        if key not in self.limits:
-            self.limits[key] = asyncio.Semaphore(lim)
-        return self.limits[key]
+    def _limiters(self, agent: Agent) -> list[Limiter]:
+        out = [x for x in (backend_limiter(agent.backend), self.limiter) if x is not None]
+        if self.sequential:
+            if self._one is None:
+                self._one = Limiter(1)
+            out.append(self._one)
+        return out
 
     async def _emit(self, cb: Callback | None, *args: Any) -> None:
         if cb is None:
@@ -136,10 +141,17 @@ class Engine:
             model=agent.model,
             settings=agent.settings.overlay(settings),
             json_schema=json_schema,
+            seed_given=agent.seed_given,
         )
-        sem = self._sem(agent)
-        if sem is not None:
-            await sem.acquire()
+        held: list[Limiter] = []
+        try:
+            for lim in self._limiters(agent):  # always in one order: endpoint, global, sequential
+                await lim.acquire()
+                held.append(lim)
+        except BaseException:
+            for lim in reversed(held):
+                lim.release()
+            raise
         rec = trace.new_call(
             layer=layer,
             stage=stage,
@@ -174,8 +186,8 @@ class Engine:
             raise BackendError(f"{agent.backend.describe()}: {type(e).__name__}: {e}") from e
         finally:
             rec.latency_s = round(time.perf_counter() - t0, 6)
-            if sem is not None:
-                sem.release()
+            for lim in reversed(held):
+                lim.release()
         rec.response = comp.text
         rec.prompt_tokens = comp.prompt_tokens
         rec.completion_tokens = comp.completion_tokens
@@ -283,7 +295,7 @@ class Engine:
         order = list(range(len(unique)))
         if p.shuffle:
             rng.shuffle(order)
-        nonce = secrets.token_hex(4)
+        nonce = _nonce(p.seed, question, [unique[i].text for i in order])
         candidates = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
         prompt = render("judge", n=len(unique), k=k, nonce=nonce, question=question, candidates=candidates)
         try:
@@ -312,7 +324,7 @@ class Engine:
 
     async def moderate(self, trace: Trace, question: str, kept: list[Proposal], layer: int) -> dict[str, Any]:
         p = self.pipeline
-        nonce = secrets.token_hex(4)
+        nonce = _nonce(p.seed, question, [x.text for x in kept])
         prompt = render(
             "moderator", round=layer, max_rounds=p.max_rounds, nonce=nonce, question=question,
             responses=[_defang(x.text, nonce) for x in kept],
@@ -422,6 +434,16 @@ def _question_text(conv: tuple[Message, ...]) -> str:
         return last
     hist = "\n".join(f"{m['role']}: {m['content']}" for m in conv[:-1])
     return f"(Earlier conversation)\n{hist}\n\n(Latest user message)\n{last}"
+
+
+def _nonce(seed: int | None, question: str, texts: list[str]) -> str:
+    """The marker nonce: a hash over the candidates themselves, so no candidate can contain
+    it (it would have to contain a hash of itself), yet the same inputs give the same
+    prompt, which keeps judge and moderator calls reproducible and cacheable."""
+    h = hashlib.sha256(f"{seed}\0{question}".encode())
+    for t in texts:
+        h.update(b"\0" + t.encode("utf-8", "replace"))
+    return h.hexdigest()[:8]
 
 
 def _defang(text: str, nonce: str) -> str:

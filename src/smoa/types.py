@@ -38,6 +38,9 @@ class Request:
     model: str
     settings: Settings = field(default_factory=Settings)
     json_schema: dict[str, Any] | None = None  # ask for structured output when the backend can
+    # False when settings.seed is the engine's own random per-proposer seed, not one the
+    # user chose: such calls are not reproducible on purpose and are never cached.
+    seed_given: bool = True
 
 
 @dataclass
@@ -59,7 +62,15 @@ class StreamEvent:
 
 
 class SmoaError(Exception):
-    """An error with a message meant for the user: one line, says what to do."""
+    """An error with a message meant for the user: one line, says what to do.
+
+    The message is redacted when the error is made: no API key reaches a user, a log or a trace.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        from .redaction import redact
+
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(SmoaError):
@@ -67,27 +78,71 @@ class ConfigError(SmoaError):
 
 
 class BackendError(SmoaError):
-    pass
+    """A call failed. `status_code` (HTTP), `retry_after` (seconds the endpoint asked us to
+    wait) and `retryable` (None: decide from the status) guide `smoa.wrappers.RetryingBackend`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(*args)
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.retryable = retryable
+
+
+class InputError(BackendError):
+    """The input cannot be used as given (too long, empty, not text): retrying will not help."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("retryable", False)
+        super().__init__(*args, **kw)
 
 
 def normalize_messages(query: str | list[Message] | tuple[Message, ...]) -> tuple[Message, ...]:
     """Turn a prompt or a chat history into validated messages (one clear error if bad)."""
+    if isinstance(query, bytes | bytearray):
+        try:
+            query = bytes(query).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"the prompt is not valid UTF-8 (byte 0x{query[e.start]:02x} at offset {e.start}): convert it to UTF-8") from None
     if isinstance(query, str):
         if not query.strip():
-            raise SmoaError("the prompt is empty: give a question or task to answer")
+            raise InputError("the prompt is empty: give a question or task to answer")
+        _check_text(query, "the prompt")
         return ({"role": "user", "content": query},)
+    if not isinstance(query, list | tuple):
+        raise InputError(f"the query is a {type(query).__name__}: give a string or a list of messages")
     msgs: list[Message] = []
     for i, m in enumerate(query):
         if not isinstance(m, dict):
-            raise SmoaError(f"message {i} is not an object with 'role' and 'content'")
+            raise InputError(f"message {i} is not an object with 'role' and 'content'")
         role, content = m.get("role"), m.get("content")
         if role not in VALID_ROLES:
-            raise SmoaError(f"message {i} has role {role!r}: use one of {', '.join(VALID_ROLES)}")
+            raise InputError(f"message {i} has role {role!r}: use one of {', '.join(VALID_ROLES)}")
         if not isinstance(content, str):
-            raise SmoaError(f"message {i} has no text 'content'")
+            raise InputError(f"message {i} has no text 'content'")
+        if role == "user" and not content.strip():
+            raise InputError(f"message {i} (user) is empty: remove it or give it text")
+        _check_text(content, f"message {i}")
         msgs.append({"role": role, "content": content})
     if not msgs or not any(m["role"] == "user" and m["content"].strip() for m in msgs):
-        raise SmoaError("the conversation has no non-empty user message: give a question to answer")
+        raise InputError("the conversation has no non-empty user message: give a question to answer")
     if msgs[-1]["role"] != "user":
-        raise SmoaError("the last message must come from the user")
+        raise InputError(f"the last message must come from the user, not the {msgs[-1]['role']}")
     return tuple(msgs)
+
+
+def _check_text(text: str, what: str) -> None:
+    """Text that cannot be sent as UTF-8 (lone surrogates from undecodable bytes) or that
+    carries NUL characters is refused with the offset of the first bad character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"{what} is not valid UTF-8 text (undecodable character at offset {e.start}): convert it to UTF-8") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise InputError(f"{what} contains a NUL character at offset {nul}: remove it")
