@@ -26,8 +26,10 @@ from typing import Any
 from . import roles as roles_mod
 from .answers import extract_answer, majority
 from .config import Agent, Pipeline
+from .guard import defang, strip_echoes
 from .limits import Limiter, backend_limiter
 from .prompting import render
+from .redaction import redact
 from .trace import CallRecord, Trace
 from .types import (
     BackendError,
@@ -46,6 +48,7 @@ from .verdicts import (
     resolve_selection,
     roles_schema,
 )
+from .wrappers import close_call_log, open_call_log
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class Engine:
         )
         await self._emit(self.on_event, {"type": "call_start", "call": rec.id, "stage": stage, "layer": layer, "agent": agent.name})
         t0 = time.perf_counter()
+        log, log_token = open_call_log()  # retries and fallbacks of the wrappers land here
         try:
             if stream:
                 comp: Completion | None = None
@@ -182,10 +186,14 @@ class Engine:
             rec.error = "cancelled"
             raise
         except Exception as e:  # a backend bug must not lose the trace
-            rec.error = f"{type(e).__name__}: {e}"
+            rec.error = redact(f"{type(e).__name__}: {e}")
             raise BackendError(f"{agent.backend.describe()}: {type(e).__name__}: {e}") from e
         finally:
             rec.latency_s = round(time.perf_counter() - t0, 6)
+            close_call_log(log_token)
+            rec.attempts = max(1, log.attempts)
+            rec.attempt_errors = list(log.errors)
+            rec.fallback = log.fallback
             for lim in reversed(held):
                 lim.release()
         rec.response = comp.text
@@ -307,7 +315,11 @@ class Engine:
         except BackendError as e:
             rec, text = None, ""
             info["error"] = str(e)
+        # only the judge's own output counts: JSON copied from a candidate is blanked
+        text, echoes = strip_echoes(text, [unique[i].text for i in order] + [c["text"] for c in candidates])
         verdict = resolve_selection(text, order, k, rng)
+        if echoes:
+            verdict.notes.append(f"ignored {echoes} JSON object(s) copied from candidates")
         kept = [unique[i] for i in verdict.selected]
         info.update(
             call_id=rec.id if rec else None,
@@ -331,7 +343,8 @@ class Engine:
         )
         try:
             rec = await self.call(trace, p.moderator, [{"role": "user", "content": prompt}], "moderate", layer, json_schema=MODERATOR_SCHEMA)
-            v = parse_moderator(rec.response)
+            own, _ = strip_echoes(rec.response, [x.text for x in kept])
+            v = parse_moderator(own)
             info = {"call_id": rec.id, "stop": v.stop, "reasoning": v.reasoning, "fallback": v.fallback}
             rec.decision = {"stop": v.stop, "fallback": v.fallback}
         except BackendError as e:
@@ -356,9 +369,22 @@ class Engine:
         conv = normalize_messages(query)
         trace = Trace(method=p.method, pipeline=p.name, query=[dict(m) for m in conv], config=p.summary())
         try:
-            answer = await self._run(trace, conv, policy)
+            if p.deadline_s is None:
+                answer = await self._run(trace, conv, policy)
+            else:
+                try:
+                    async with asyncio.timeout(p.deadline_s) as cm:
+                        answer = await self._run(trace, conv, policy)
+                except TimeoutError:
+                    if not cm.expired():
+                        raise
+                    pending = sum(1 for c in trace.calls if c.error == "cancelled")
+                    raise BackendError(
+                        f"the query ran past its deadline of {p.deadline_s:g} s (deadline_s) with {pending} call(s) "
+                        "unanswered: an endpoint is slow or hanging; raise deadline_s or lower timeout_s/retries"
+                    ) from None
         except BaseException as e:
-            trace.error = str(e) if isinstance(e, SmoaError) else f"{type(e).__name__}: {e}"
+            trace.error = str(e) if isinstance(e, SmoaError) else redact(f"{type(e).__name__}: {e}")
             trace.wall_s = round(trace.elapsed(), 6)
             if isinstance(e, SmoaError):
                 e.trace = trace  # type: ignore[attr-defined]
@@ -393,6 +419,12 @@ class Engine:
             if not ok:
                 errs = "; ".join(sorted({x.call.error or "" for x in proposals}))
                 raise BackendError(f"every proposer failed in layer {layer}: {errs}")
+            if len(ok) < p.min_proposers:
+                errs = "; ".join(sorted({x.call.error or "" for x in proposals if not x.ok}))
+                raise BackendError(
+                    f"only {len(ok)} of {len(proposals)} proposers answered in layer {layer}, fewer than "
+                    f"min_proposers = {p.min_proposers}: {errs}"
+                )
             if policy.forward == "judge":
                 kept, jinfo = await self.judge(trace, question, ok, layer, rng)
                 info["judge"] = jinfo
@@ -447,5 +479,5 @@ def _nonce(seed: int | None, question: str, texts: list[str]) -> str:
 
 
 def _defang(text: str, nonce: str) -> str:
-    """Candidate text must not be able to fake our markers: break any look-alike."""
-    return text.replace("<<<", "< < <").replace(">>>", "> > >").replace(nonce, "[code]")
+    """Candidate text must not be able to fake our markers: break any look-alike (smoa.guard)."""
+    return defang(text, nonce)

@@ -32,6 +32,11 @@ class CallRecord:
     error: str | None = None
     cached: bool = False
     decision: dict[str, Any] | None = None
+    # reliability (smoa.wrappers): attempts made, the error of each failed attempt, and the
+    # fallback agent ("backend:model") that answered instead, if any
+    attempts: int = 1
+    attempt_errors: list[str] = field(default_factory=list)
+    fallback: str | None = None
 
 
 @dataclass
@@ -65,11 +70,18 @@ class Trace:
     def cost(self) -> dict[str, Any]:
         return cost_of(self.calls)
 
+    def health(self) -> dict[str, Any]:
+        """What went wrong but was survived: retries, dropped proposers, fallbacks."""
+        return health_of(self)
+
     def to_dict(self) -> dict[str, Any]:
+        from .redaction import redact_secrets
+
         d = asdict(self)
         d.pop("_t0", None)
         d["cost"] = self.cost()
-        return d
+        d["health"] = self.health()
+        return redact_secrets(d)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
@@ -78,6 +90,7 @@ class Trace:
     def from_dict(cls, d: dict[str, Any]) -> Trace:
         d = dict(d)
         d.pop("cost", None)
+        d.pop("health", None)
         calls = [CallRecord(**c) for c in d.pop("calls", [])]
         t = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "_t0"})
         t.calls = calls
@@ -107,6 +120,48 @@ def cost_of(calls: list[CallRecord]) -> dict[str, Any]:
     ordered = {st: by_stage[st] for st in STAGES if st in by_stage}
     ordered.update({k: v for k, v in by_stage.items() if k not in ordered})
     return {"by_stage": ordered, "total": total}
+
+
+def health_of(t: Trace) -> dict[str, Any]:
+    retried = [c for c in t.calls if c.attempts > 1]
+    dropped = [
+        {"layer": lay.get("layer"), "proposer": p.get("index"), "agent": p.get("agent"), "error": p.get("error")}
+        for lay in t.layers for p in lay.get("proposals", []) if not p.get("ok", True)
+    ]
+    fallbacks = [{"call": c.id, "stage": c.stage, "agent": c.agent, "used": c.fallback} for c in t.calls if c.fallback]
+    verdicts = []
+    for lay in t.layers:
+        for stage in ("judge", "moderator"):
+            info = lay.get(stage) or {}
+            if info.get("error") or (stage == "judge" and info.get("fallback")):
+                verdicts.append({"layer": lay.get("layer"), "stage": stage, "fallback": info.get("fallback"), "error": info.get("error")})
+    return {
+        "degraded": bool(dropped or fallbacks or verdicts) or t.error is not None,
+        "retried_calls": len(retried),
+        "retries": sum(c.attempts - 1 for c in retried),
+        "failed_calls": sum(1 for c in t.calls if c.error),
+        "dropped_proposers": dropped,
+        "fallback_agents": fallbacks,
+        "verdict_fallbacks": verdicts,
+    }
+
+
+def format_health(h: dict[str, Any]) -> str | None:
+    """One line on the faults a query survived (None when there were none)."""
+    parts = []
+    if h["retries"]:
+        parts.append(f"{h['retries']} retries over {h['retried_calls']} calls")
+    if h["dropped_proposers"]:
+        who = ", ".join(f"layer {d['layer']} proposer {d['proposer'] + 1}" for d in h["dropped_proposers"])
+        parts.append(f"dropped {len(h['dropped_proposers'])} failed proposers ({who})")
+    if h["fallback_agents"]:
+        parts.append("fallback agents answered: " + ", ".join(f"{f['stage']} -> {f['used']}" for f in h["fallback_agents"]))
+    for v in h["verdict_fallbacks"]:
+        if v.get("error"):
+            parts.append(f"layer {v['layer']} {v['stage']} unreachable ({v.get('fallback') or 'fallback'})")
+    if not parts:
+        return None
+    return "faults survived: " + "; ".join(parts)
 
 
 def format_cost(cost: dict[str, Any]) -> str:

@@ -6,8 +6,14 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..types import BackendError, Completion, ConfigError, Request, StreamEvent
+from ..redaction import install_log_redaction, register_secret
+from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
 from .base import Backend
+
+# Characters per token used to estimate a prompt's length without the model's tokenizer.
+# Deliberately generous (English averages about 4): only prompts that are surely too long
+# are refused here; the endpoint still has the last word.
+CHARS_PER_TOKEN = 4.0
 
 
 class OpenAIBackend(Backend):
@@ -23,6 +29,7 @@ class OpenAIBackend(Backend):
         structured: str = "json_schema",
         max_concurrency: int | None = None,
         name: str = "openai",
+        context_window: int | None = None,
     ) -> None:
         from openai import AsyncOpenAI
 
@@ -32,6 +39,8 @@ class OpenAIBackend(Backend):
                 raise ConfigError(
                     f"backend {name!r}: environment variable {api_key_env} is not set: export it or change api_key_env"
                 )
+        register_secret(api_key)
+        install_log_redaction()
         # Local servers need no key; the SDK insists on one, so give it a placeholder.
         self._client = AsyncOpenAI(
             base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
@@ -42,6 +51,20 @@ class OpenAIBackend(Backend):
             raise ConfigError(f"backend {name!r}: structured must be json_schema, json_object or none")
         self.structured = structured
         self.max_concurrency = max_concurrency
+        self.context_window = context_window
+
+    def check_context(self, request: Request) -> None:
+        """Refuse a prompt that cannot fit `context_window` (when one is configured)."""
+        if not self.context_window:
+            return
+        chars = sum(len(m["content"]) for m in request.messages)
+        est = int(chars / CHARS_PER_TOKEN)
+        if est >= self.context_window:
+            raise InputError(
+                f"{self.describe()}: the prompt has about {est} tokens ({chars} characters), over the context window "
+                f"of {self.context_window} tokens (backends.{self.name}.context_window): shorten it, lower n/k, "
+                "or raise context_window"
+            )
 
     def describe(self) -> str:
         return f"openai:{self.base_url or 'api.openai.com'}"
@@ -71,11 +94,12 @@ class OpenAIBackend(Backend):
     async def complete(self, request: Request) -> Completion:
         import openai
 
+        self.check_context(request)
         kw = self._kwargs(request)
         try:
             resp = await self._client.chat.completions.create(**kw)
         except openai.BadRequestError as e:
-            if "response_format" in kw:
+            if "response_format" in kw and not _is_context_error(e):
                 # The endpoint does not take structured output: fall back to plain text for good.
                 self.structured = "none"
                 kw.pop("response_format")
@@ -87,8 +111,10 @@ class OpenAIBackend(Backend):
                 raise _wrap(e, self) from e
         except openai.APIError as e:
             raise _wrap(e, self) from e
-        if not resp.choices:
-            raise BackendError(f"{self.describe()}: the response had no choices")
+        except ValueError as e:  # the body was not JSON (json.JSONDecodeError)
+            raise _malformed(e, self) from e
+        if not getattr(resp, "choices", None) or getattr(resp.choices[0], "message", None) is None:
+            raise BackendError(f"{self.describe()}: malformed response: no choices with a message", retryable=True)
         choice = resp.choices[0]
         usage = resp.usage
         return Completion(
@@ -102,6 +128,7 @@ class OpenAIBackend(Backend):
     async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         import openai
 
+        self.check_context(request)
         kw = self._kwargs(request)
         kw.pop("response_format", None)
         kw["stream"] = True
@@ -125,6 +152,11 @@ class OpenAIBackend(Backend):
                         finish = ch.finish_reason
         except openai.APIError as e:
             raise _wrap(e, self) from e
+        except ValueError as e:  # a chunk that is not JSON
+            raise _malformed(e, self) from e
+        if finish is None:
+            # the connection ended before the last chunk: the answer may be cut short
+            raise BackendError(f"{self.describe()}: the stream ended early (no finish_reason): the answer is incomplete", retryable=True)
         yield StreamEvent(
             completion=Completion(
                 text="".join(parts),
@@ -140,22 +172,64 @@ class OpenAIBackend(Backend):
 
 
 def _wrap(e: Exception, backend: OpenAIBackend) -> BackendError:
+    """One clear, redacted line; with the HTTP status and Retry-After for the retry wrapper."""
     import openai
 
     where = backend.describe()
-    if isinstance(e, openai.APIConnectionError | openai.APITimeoutError):
+    retryable: bool | None = None
+    if isinstance(e, openai.APITimeoutError):
+        msg = f"{where}: no reply in time (APITimeoutError): the endpoint is slow or hanging"
+        retryable = True
+    elif isinstance(e, openai.APIConnectionError):
         msg = f"{where}: cannot reach the endpoint ({type(e).__name__}): check base_url and that the server is running"
+        retryable = True
     elif isinstance(e, openai.AuthenticationError):
         msg = f"{where}: the endpoint refused the API key (401): check the key variable"
     elif isinstance(e, openai.NotFoundError):
         msg = f"{where}: not found (404): check the model name and base_url"
     elif isinstance(e, openai.APIStatusError):
         msg = f"{where}: the endpoint answered {e.status_code}: {_first_line(getattr(e, 'message', str(e)))}"
+    elif isinstance(e, openai.APIResponseValidationError):
+        msg = f"{where}: malformed response: {_first_line(str(e))}"
+        retryable = True
     else:
         msg = f"{where}: {type(e).__name__}: {_first_line(str(e))}"
-    err = BackendError(msg)
-    err.status_code = getattr(e, "status_code", None)  # type: ignore[attr-defined]
-    return err
+    status = getattr(e, "status_code", None)
+    err_cls = InputError if isinstance(e, openai.BadRequestError) and _is_context_error(e) else BackendError
+    return err_cls(msg, status_code=status, retry_after=_retry_after(e), retryable=retryable)
+
+
+def _malformed(e: Exception, backend: OpenAIBackend) -> BackendError:
+    return BackendError(f"{backend.describe()}: malformed response ({type(e).__name__}): {_first_line(str(e))}", retryable=True)
+
+
+def _is_context_error(e: Exception) -> bool:
+    text = str(getattr(e, "message", "") or e).lower()
+    return "context" in text and ("length" in text or "window" in text or "too long" in text)
+
+
+def _retry_after(e: Exception) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header, if the endpoint sent one."""
+    resp = getattr(e, "response", None)
+    headers = getattr(resp, "headers", None)
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000)
+        ra = headers.get("retry-after")
+        if ra is None:
+            return None
+        try:
+            return max(0.0, float(ra))
+        except ValueError:
+            import time
+            from email.utils import parsedate_to_datetime
+
+            return max(0.0, parsedate_to_datetime(ra).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _first_line(s: str) -> str:
