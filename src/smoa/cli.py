@@ -155,5 +155,15 @@ def roles(task: str | None, dataset: str | None, n: int | None, config: Path | N
     click.echo(f"(source: {tr.config.get('roles_source')}{', fallback roles added: ' + str(tr.config['roles_fallback']) if tr.config.get('roles_fallback') else ''})", err=True)
 
 
+def _register_eval() -> None:
+    from .eval.cli_eval import eval_cmd, report_cmd
+
+    main.add_command(eval_cmd)
+    main.add_command(report_cmd)
+
+
+_register_eval()
+
+
 if __name__ == "__main__":
     main()
