@@ -326,3 +326,26 @@ def test_cached_calls_still_count_at_full_cost():
     c = method_cost(calls)
     assert c["total"]["total_tokens"] == 40 and c["total"]["cached"] == 1
     assert c["by_stage"]["propose"]["total_tokens"] == 15 and c["by_stage"]["propose"]["cached"] == 1
+
+
+def test_the_config_in_docs_reproduce_builds_every_method(monkeypatch):
+    import re
+    import tomllib
+
+    from smoa.config import ConfigFile
+    from smoa.eval.runner import EvalSettings, build_judge, build_pipelines
+
+    text = (REPO / "docs" / "reproduce.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    monkeypatch.setenv("TOGETHER_API_KEY", "x")
+    monkeypatch.setenv("OPENAI_API_KEY", "x")
+    cfg = ConfigFile(**tomllib.loads(block))
+    st = EvalSettings(benchmark="gsm8k", methods=["single", "moa", "smoa", "mad", "self-moa"], config=cfg,
+                      judge_backend="openai", judge_model="gpt-4o")
+    pipes, shared = build_pipelines(st, runner_mod.get_benchmark("gsm8k"))
+    assert [p.n for p in pipes.values()] == [1, 4, 4, 4, 4]
+    assert pipes["smoa"].k == 2 and pipes["smoa"].max_rounds == 2
+    assert {a.model for a in pipes["moa"].proposers} == {
+        "Qwen/Qwen2-72B-Instruct", "Qwen/Qwen1.5-72B-Chat", "mistralai/Mixtral-8x22B-Instruct-v0.1", "databricks/dbrx-instruct"}
+    assert pipes["smoa"].judge.model == "Qwen/Qwen2-72B-Instruct"
+    assert build_judge(st, shared).model == "gpt-4o"
