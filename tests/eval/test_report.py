@@ -63,6 +63,10 @@ def test_report_numbers(tmp_path):
     lo, hi = s["smoa"].ci
     assert lo < 0.75 < hi
     assert rep.metric == "accuracy"
+    # paired against moa: smoa misses item 15 where moa is right (items 0-14 vs 0-15 right)
+    assert s["smoa"].delta_vs_moa == pytest.approx(-0.05) and s["smoa"].paired_n == 20
+    assert s["smoa"].delta_ci[0] <= -0.05 <= s["smoa"].delta_ci[1] <= 0.0
+    assert s["moa"].delta_vs_moa is None
 
 
 def test_report_files_and_cli(tmp_path):
@@ -71,6 +75,7 @@ def test_report_files_and_cli(tmp_path):
     assert res.exit_code == 0, res.output
     md = (tmp_path / "report.md").read_text()
     assert "## gsm8k" in md and "| smoa * | 20 | 0 | 0.750 |" in md
+    assert "| moa * | 20 | 0 | 0.800 | [0.600, 0.950] | - |" in md
     assert "| mad | 20 | 1 | 0.600 |" in md
     assert "| smoa | 400 | 100 | 40 | 60 |" in md  # tokens per item by stage
     assert "0.60" in md  # smoa tokens vs moa

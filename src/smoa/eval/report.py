@@ -44,7 +44,11 @@ class MethodStats:
     judge_tokens: float = 0.0  # the evaluation judge's (not the method's)
     fallbacks: int = 0  # unusable evaluation-judge verdicts
     ratio_vs_moa: float | None = None
+    delta_vs_moa: float | None = None  # paired: mean over items both scored of (this - moa)
+    delta_ci: tuple[float, float] | None = None
+    paired_n: int = 0
     pareto: bool = False
+    scores_by_item: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -124,6 +128,7 @@ def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0) -> Meth
     by_stage = {st: v / n for st, v in by_stage.items()} if n else {}
     return MethodStats(
         method=method, n=n, errors=errors,
+        scores_by_item={r["item_id"]: float(r["score"]) for r in ok if r["score"] is not None and not math.isnan(float(r["score"]))},
         quality=sum(scores) / len(scores) if scores else None,
         ci=bootstrap_ci(scores, seed=seed),
         accuracy=bool(scores) and all(s in (0.0, 1.0) for s in scores),
@@ -162,6 +167,13 @@ def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
             for s in stats:
                 if moa and moa.tokens:
                     s.ratio_vs_moa = s.tokens / moa.tokens
+                if moa and s is not moa:
+                    common = sorted(set(s.scores_by_item) & set(moa.scores_by_item))
+                    diffs = [s.scores_by_item[i] - moa.scores_by_item[i] for i in common]
+                    if diffs:
+                        s.paired_n = len(diffs)
+                        s.delta_vs_moa = sum(diffs) / len(diffs)
+                        s.delta_ci = bootstrap_ci(diffs, seed=seed)
             scored = [s for s in stats if s.quality is not None and s.n]
             front = pareto_front([(s.tokens, s.quality or 0.0) for s in scored], lower)
             for i in front:
@@ -265,8 +277,13 @@ def tables(rep: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
     q = []
     for s in rep.methods:
         ci = "-" if s.ci is None else f"[{s.ci[0]:.3f}, {s.ci[1]:.3f}]"
+        if s.delta_vs_moa is None:
+            delta = "-"
+        else:
+            lo, hi = s.delta_ci or (s.delta_vs_moa, s.delta_vs_moa)
+            delta = f"{s.delta_vs_moa:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         q.append([
-            s.method + (" *" if s.pareto else ""), str(s.n), str(s.errors), _f(s.quality), ci,
+            s.method + (" *" if s.pareto else ""), str(s.n), str(s.errors), _f(s.quality), ci, delta,
             _tok(s.tokens), _f(s.ratio_vs_moa, 2) if s.ratio_vs_moa is not None else "-",
             _f(s.calls, 1), _f(s.wall_s, 2),
         ])
@@ -279,7 +296,7 @@ def tables(rep: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
     out = [
         (
             "Quality and cost",
-            ["method", "n", "errors", rep.metric, "95% CI", "tokens/item", "tokens vs moa", "calls/item", "wall s/item"],
+            ["method", "n", "errors", rep.metric, "95% CI", "vs moa (paired, 95% CI)", "tokens/item", "tokens vs moa", "calls/item", "wall s/item"],
             q,
         ),
         ("Tokens per item by stage", ["method", *stages, "prompt", "completion", "total"], t),
@@ -314,7 +331,8 @@ def render_markdown(reports: list[BenchReport]) -> str:
         "Quality is the mean score per item with a percentile bootstrap 95% interval "
         f"({BOOTSTRAP_SAMPLES} resamples, seed 0). Tokens are prompt + completion tokens of every "
         "call of the method, from its trace; `tokens vs moa` is the method's tokens per item over "
-        "moa's. `*` marks the Pareto front (no other method is both cheaper and better). "
+        "moa's; `vs moa` is the mean per-item difference from moa over the items both scored, "
+        "with its own bootstrap interval. `*` marks the Pareto front (no other method is both cheaper and better). "
         "Items that ended in an error are counted under errors and left out of the means."
     )
     for rep in reports:
@@ -396,6 +414,7 @@ def summary_dict(rep: BenchReport) -> dict[str, Any]:
                 "n": s.n, "errors": s.errors, "quality": s.quality, "ci95": list(s.ci) if s.ci else None,
                 "tokens_per_item": s.tokens, "tokens_by_stage": s.by_stage, "calls_per_item": s.calls,
                 "wall_s_per_item": s.wall_s, "tokens_vs_moa": s.ratio_vs_moa, "pareto": s.pareto,
+                "delta_vs_moa": s.delta_vs_moa, "delta_ci95": list(s.delta_ci) if s.delta_ci else None,
             }
             for s in rep.methods
         },

@@ -124,6 +124,13 @@ class ResultsStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add columns that a store written by an older smoa lacks (their defaults apply)."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+        if "cached_calls" not in have:
+            self.db.execute("ALTER TABLE results ADD COLUMN cached_calls INTEGER NOT NULL DEFAULT 0")
 
     # -- context ---------------------------------------------------------------
     def __enter__(self) -> ResultsStore:
