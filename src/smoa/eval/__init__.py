@@ -1,14 +1,24 @@
-"""Evaluation: benchmarks and scorers (smoa.eval.benchmarks), the runner and results store,
-reports. `run_eval`, `arun_eval` and `write_report` are imported lazily, on first use."""
+"""Evaluation harness, engine-independent half: benchmark loaders, scorers, code sandbox.
 
-from typing import Any
+See :mod:`smoa.eval.benchmarks` (``BENCHMARKS``, ``get_benchmark``), :mod:`smoa.eval.scoring`
+and :mod:`smoa.eval.sandbox`. Nothing here calls a model; LLM-judged sets expose the judge
+request and the verdict parser for the engine to wire up.
+"""
 
-_LAZY = {"run_eval": "runner", "arun_eval": "runner", "write_report": "report"}
+from __future__ import annotations
 
+from .benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    Item,
+    JudgedBenchmark,
+    JudgeRequired,
+    Score,
+    get_benchmark,
+)
+from .sandbox import SandboxResult, arun_python, run_python
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
-
-        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "BENCHMARKS", "Benchmark", "Item", "JudgedBenchmark", "JudgeRequired", "Score",
+    "get_benchmark", "SandboxResult", "run_python", "arun_python",
+]

@@ -1,0 +1,56 @@
+"""Benchmark loaders and scorers, and the registry ``BENCHMARKS``.
+
+Every benchmark loads from a path that may be the shared data root (``.../shared/data``), the
+set's own folder, or (for single-file sets) the file itself::
+
+    bench = get_benchmark("gsm8k")
+    items = bench.load("/path/to/shared/data", limit=100)
+    score = bench.score(items[0], model_answer)          # rule-based sets
+    # LLM-judged sets (bench.needs_judge): judge_messages -> judge model -> parse_verdict
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Benchmark,
+    Item,
+    JudgedBenchmark,
+    JudgeRequired,
+    Score,
+    default_data_root,
+)
+from .bfcl import BFCL, BFCL_CATEGORIES, calls_to_text, check_calls, parse_calls
+from .code import MBPP, HumanEval, humaneval_program, mbpp_program
+from .judged import CEB, AlpacaEval, JustEval, MTBench, parse_pairwise, parse_rating
+from .math import GSM8K, Math500, MMAUMath, extract_math_answer, extract_mmau_answer
+
+__all__ = [
+    "Item", "Score", "Benchmark", "JudgedBenchmark", "JudgeRequired", "default_data_root",
+    "BENCHMARKS", "get_benchmark",
+    "GSM8K", "Math500", "MMAUMath", "HumanEval", "MBPP", "BFCL", "JustEval", "CEB", "MTBench",
+    "AlpacaEval", "BFCL_CATEGORIES", "parse_calls", "check_calls", "calls_to_text",
+    "humaneval_program", "mbpp_program", "parse_rating", "parse_pairwise",
+    "extract_math_answer", "extract_mmau_answer",
+]
+
+
+def _build() -> dict[str, Benchmark]:
+    benches: list[Benchmark] = [
+        GSM8K(), Math500(), MMAUMath(), HumanEval(), MBPP(), BFCL(),
+        *(BFCL((c,), name=f"bfcl-{c}") for c in BFCL_CATEGORIES),
+        JustEval(), CEB(), MTBench(), MTBench("pairwise", name="mt-bench-pairwise"),
+        AlpacaEval(),
+    ]
+    return {b.name: b for b in benches}
+
+
+BENCHMARKS: dict[str, Benchmark] = _build()
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """The registered benchmark called ``name`` (case-insensitive; '_' and '-' alike)."""
+    key = name.strip().lower().replace("_", "-")
+    for k, b in BENCHMARKS.items():
+        if k.replace("_", "-") == key:
+            return b
+    raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
