@@ -1,24 +1,32 @@
-"""Evaluation harness, engine-independent half: benchmark loaders, scorers, code sandbox.
+"""Evaluation: benchmarks and scorers (smoa.eval.benchmarks), answer scoring helpers
+(smoa.eval.scoring), the code sandbox (smoa.eval.sandbox), the runner and results store,
+reports. Public names are imported lazily, on first use, so ``import smoa.eval`` stays cheap."""
 
-See :mod:`smoa.eval.benchmarks` (``BENCHMARKS``, ``get_benchmark``), :mod:`smoa.eval.scoring`
-and :mod:`smoa.eval.sandbox`. Nothing here calls a model; LLM-judged sets expose the judge
-request and the verdict parser for the engine to wire up.
-"""
+from typing import Any
 
-from __future__ import annotations
+_LAZY = {
+    "run_eval": "runner",
+    "arun_eval": "runner",
+    "write_report": "report",
+    # benchmark loaders/scorers and the sandbox
+    "BENCHMARKS": "benchmarks",
+    "get_benchmark": "benchmarks",
+    "Benchmark": "benchmarks",
+    "JudgedBenchmark": "benchmarks",
+    "JudgeRequired": "benchmarks",
+    "Item": "benchmarks",
+    "Score": "benchmarks",
+    "SandboxResult": "sandbox",
+    "run_python": "sandbox",
+    "arun_python": "sandbox",
+}
 
-from .benchmarks import (
-    BENCHMARKS,
-    Benchmark,
-    Item,
-    JudgedBenchmark,
-    JudgeRequired,
-    Score,
-    get_benchmark,
-)
-from .sandbox import SandboxResult, arun_python, run_python
+__all__ = sorted(_LAZY)
 
-__all__ = [
-    "BENCHMARKS", "Benchmark", "Item", "JudgedBenchmark", "JudgeRequired", "Score",
-    "get_benchmark", "SandboxResult", "run_python", "arun_python",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ from .math import GSM8K, Math500, MMAUMath, extract_math_answer, extract_mmau_an
 
 __all__ = [
     "Item", "Score", "Benchmark", "JudgedBenchmark", "JudgeRequired", "default_data_root",
-    "BENCHMARKS", "get_benchmark",
+    "BENCHMARKS", "get_benchmark", "UnknownBenchmarkError",
     "GSM8K", "Math500", "MMAUMath", "HumanEval", "MBPP", "BFCL", "JustEval", "CEB", "MTBench",
     "AlpacaEval", "BFCL_CATEGORIES", "parse_calls", "check_calls", "calls_to_text",
     "humaneval_program", "mbpp_program", "parse_rating", "parse_pairwise",
@@ -47,10 +47,18 @@ def _build() -> dict[str, Benchmark]:
 BENCHMARKS: dict[str, Benchmark] = _build()
 
 
+class UnknownBenchmarkError(ValueError, KeyError):
+    """Unknown benchmark name (a ValueError; also a KeyError for dict-style callers)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def get_benchmark(name: str) -> Benchmark:
-    """The registered benchmark called ``name`` (case-insensitive; '_' and '-' alike)."""
+    """The registered benchmark called ``name`` (case-insensitive; '_' and '-' alike).
+    Raises :class:`UnknownBenchmarkError` (a ValueError) listing the known names."""
     key = name.strip().lower().replace("_", "-")
     for k, b in BENCHMARKS.items():
         if k.replace("_", "-") == key:
             return b
-    raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
+    raise UnknownBenchmarkError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
