@@ -7,6 +7,10 @@ import pytest
 def _isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own role cache; no test writes to the user's cache."""
     monkeypatch.setenv("SMOA_CACHE_DIR", str(tmp_path / "cache"))
+    # traces of CLI and server runs go to the test's own store, never the user's
+    monkeypatch.setenv("SMOA_TRACE_STORE", str(tmp_path / "traces.sqlite"))
+    monkeypatch.delenv("SMOA_NO_TRACE_STORE", raising=False)
+    monkeypatch.delenv("SMOA_API_KEY", raising=False)
 
 
 _real_connect = socket.socket.connect

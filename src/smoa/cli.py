@@ -56,9 +56,11 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print answer, cost and trace as JSON.")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the trace as JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the answer.")
-def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool, **kw: Any) -> None:
+@click.option("--no-store", is_flag=True, help="Do not save the trace in the trace store (also: SMOA_NO_TRACE_STORE=1).")
+def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool, no_store: bool, **kw: Any) -> None:
     """Answer PROMPT (or standard input) with a mixture of agents."""
     from .api import run
+    from .server.commands import save_cli_trace
     from .trace import format_cost
 
     if prompt is None:
@@ -72,11 +74,14 @@ def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool,
         tr = getattr(e, "trace", None)
         if trace_file and tr is not None:
             _write(trace_file, tr.to_json())
+        if tr is not None:
+            save_cli_trace(tr, enabled=not no_store)
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     if trace_file:
         _write(trace_file, result.trace.to_json())
+    stored = save_cli_trace(result.trace, enabled=not no_store)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -85,6 +90,8 @@ def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool,
         click.echo("", err=True)
         click.echo(describe_run(result.trace.to_dict()), err=True)
         click.echo(format_cost(result.cost), err=True)
+        if stored:
+            click.echo(f"trace {stored[:12]} saved: smoa trace view {stored[:12]}", err=True)
 
 
 def _write(path: Path, text: str) -> None:
@@ -163,6 +170,15 @@ def _register_eval() -> None:
 
 
 _register_eval()
+
+
+def _register_server() -> None:
+    from .server.commands import register
+
+    register(main)
+
+
+_register_server()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,144 @@
+"""`smoa serve` and `smoa trace ...`: registered on the main CLI by `register(main)`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..types import SmoaError
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    click.echo(f"smoa: error: {msg}", err=True)
+    sys.exit(code)
+
+
+@click.command()
+@click.option("--config", "-c", "config", type=click.Path(dir_okay=False, path_type=Path), help="TOML config: backends, pipelines, and an optional [server] table.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--max-in-flight", type=int, help="Queries running at once; more get 429 (default 4).")
+@click.option("--max-request-bytes", type=int, help="Largest request body; larger get 413 (default 1000000).")
+@click.option("--no-store", is_flag=True, help="Keep traces in memory only (also: SMOA_NO_TRACE_STORE=1).")
+@click.option("--trace-store", type=click.Path(dir_okay=False), help="SQLite file for traces (default: $SMOA_HOME/traces.sqlite or ~/.local/share/smoa/traces.sqlite).")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, max_request_bytes: int | None,
+          no_store: bool, trace_store: str | None, log_level: str) -> None:
+    """Serve the pipelines as an OpenAI-compatible API (/v1) with a trace viewer (/traces).
+
+    Each pipeline is a model: the presets (single, moa, smoa, mad, self-moa) and those in
+    the config. Set SMOA_API_KEY to require 'Authorization: Bearer <key>'.
+    """
+    from . import serve as run_server
+
+    try:
+        run_server(
+            config, host=host, port=port, log_level=log_level, max_in_flight=max_in_flight,
+            max_request_bytes=max_request_bytes, save_traces=False if no_store else None, trace_store=trace_store,
+        )
+    except SmoaError as e:
+        _fail(str(e))
+
+
+@click.group()
+def trace() -> None:
+    """Look at saved traces: list them, or draw one as an HTML page."""
+
+
+def _load_trace(source: str) -> dict[str, Any]:
+    p = Path(source)
+    if p.is_file() or source.endswith(".json") or "/" in source:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            _fail(f"trace file not found: {p}")
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(f"cannot read {p}: {e}")
+        except json.JSONDecodeError as e:
+            _fail(f"{p} is not JSON: {e}")
+        if isinstance(data, dict) and "trace" in data and "calls" not in data:
+            data = data["trace"]  # the output of `smoa ask --json`
+        if not isinstance(data, dict) or "calls" not in data or "id" not in data:
+            _fail(f"{p} is not a smoa trace (write one with `smoa ask --trace FILE`)")
+        return data
+    from ..tracestore import open_store
+
+    store = open_store(enabled=True)
+    assert store is not None
+    got = store.get(source)
+    if got is None:
+        _fail(f"no trace {source!r} in {store.describe()}: give a trace JSON file or an id from `smoa trace list`")
+    return got  # type: ignore[return-value]
+
+
+@trace.command("view")
+@click.argument("source")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write (default: next to FILE, or ./trace-ID.html).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a web browser.")
+def trace_view(source: str, output: Path | None, open_browser: bool) -> None:
+    """Write one trace (FILE.json, or an id from the trace store) as a self-contained HTML page."""
+    from ..web import render_trace_page
+
+    data = _load_trace(source)
+    if output is None:
+        p = Path(source)
+        output = p.with_suffix(".html") if p.is_file() else Path(f"trace-{data['id'][:12]}.html")
+    try:
+        output.write_text(render_trace_page(data), encoding="utf-8")
+    except OSError as e:
+        _fail(f"cannot write {output}: {e.strerror}")
+    click.echo(str(output))
+    if open_browser:
+        webbrowser.open(output.resolve().as_uri())
+
+
+@trace.command("list")
+@click.option("--limit", "-n", default=20, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+def trace_list(limit: int, as_json: bool) -> None:
+    """Recent queries in the trace store, newest first."""
+    import datetime as dt
+
+    from ..tracestore import open_store
+
+    try:
+        store = open_store(enabled=True)
+        assert store is not None
+        rows = store.recent(limit)
+    except SmoaError as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(f"no traces in {store.describe()}", err=True)
+        return
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        status = "FAILED " if r["error"] else ""
+        click.echo(f"{r['id'][:12]}  {when}  {r['method']:<8} {r['total_tokens']:>7} tok {r['wall_s']:>7.1f} s  {status}{r['query'][:60]}")
+
+
+def save_cli_trace(trace: Any, enabled: bool = True) -> str | None:
+    """Save a CLI query's trace unless opted out; never fails the command (returns the id or None)."""
+    from ..tracestore import open_store
+
+    try:
+        store = open_store(enabled=None if enabled else False)
+        if store is None:
+            return None
+        store.save(trace.to_dict(), source="cli")
+        return str(trace.id)
+    except Exception as e:  # a trace store problem must not lose the answer
+        click.echo(f"smoa: warning: trace not saved: {e}", err=True)
+        return None
+
+
+def register(main: click.Group) -> None:
+    main.add_command(serve)
+    main.add_command(trace)

@@ -1,0 +1,57 @@
+"""Errors in the OpenAI shape: {"error": {"message", "type", "param", "code"}} with the right status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..types import BackendError, ConfigError, SmoaError
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+        param: str | None = None, headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, "invalid_request_error", code, param)
+
+
+def _is_timeout(e: BaseException) -> bool:
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, TimeoutError | asyncio.TimeoutError) or type(cur).__name__ in ("APITimeoutError", "ReadTimeout", "ConnectTimeout"):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    text = str(e)
+    return "APITimeoutError" in text or "timed out" in text.lower()
+
+
+def from_exception(e: BaseException) -> ApiError:
+    """Map an engine failure to the status a client should see."""
+    msg = str(e) or type(e).__name__
+    if isinstance(e, BackendError):
+        if "over the context window" in msg:
+            return ApiError(400, msg, "invalid_request_error", "context_length_exceeded", "messages")
+        if _is_timeout(e):
+            return ApiError(504, f"an upstream model timed out: {msg}", "upstream_error", "upstream_timeout")
+        return ApiError(502, f"an upstream model failed: {msg}", "upstream_error", "upstream_error")
+    if isinstance(e, ConfigError):
+        return ApiError(500, f"the server's configuration cannot run this request: {msg}", "server_error", "config_error")
+    if isinstance(e, SmoaError):
+        return bad_request(msg)
+    return ApiError(500, f"internal error: {type(e).__name__}: {msg}", "server_error", "internal_error")
