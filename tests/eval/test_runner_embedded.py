@@ -22,8 +22,14 @@ def test_eval_and_report_on_the_embedded_model(tmp_path):
     if not (data / "gsm8k" / "test.jsonl").is_file():
         pytest.skip(f"GSM8K data not found under {data}")
     out = tmp_path / "out"
+    cfg = tmp_path / "smoa.toml"  # roles given, so no role-generation call: keeps the test short
+    cfg.write_text(
+        'method = "smoa"\nn = 2\nk = 1\nmax_rounds = 1\n'
+        'roles = ["You are a careful mathematician.", "You are a quick mental calculator."]\n'
+        'agent = { max_tokens = 24 }\njudge = { max_tokens = 48 }\n'
+    )
     args = ["eval", "--benchmark", "gsm8k", "--methods", "single,smoa", "--data", str(data), "--limit", "1",
-            "-n", "2", "-k", "1", "--rounds", "1", "--max-tokens", "24", "--out", str(out)]
+            "--config", str(cfg), "--out", str(out)]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     with ResultsStore(out) as st:
@@ -31,7 +37,8 @@ def test_eval_and_report_on_the_embedded_model(tmp_path):
     assert len(rows) == 2 and all(r["error"] is None for r in rows)
     assert all(r["total_tokens"] > 0 and r["score"] in (0.0, 1.0) for r in rows)
     smoa = next(r for r in rows if r["method"] == "smoa")
-    assert smoa["calls"] == 4  # 2 proposals, judge, aggregator (roles were made once, apart)
+    assert smoa["calls"] == 4  # 2 proposals, judge, aggregator
+    assert set(smoa["tokens_by_stage"]) == {"propose", "judge", "aggregate"}
     r = CliRunner().invoke(main, ["report", str(out)])
     assert r.exit_code == 0, r.output
     assert "| smoa" in (out / "report.md").read_text()

@@ -134,15 +134,17 @@ def load_items(settings: EvalSettings, bench: Any | None = None) -> list[Any]:
 def _spec_for(cfg: ConfigFile | None, method: str, overrides: dict[str, Any], bench: Any) -> tuple[str, PipelineSpec]:
     """The pipeline for one method label: a pipeline of that name in the config, else the
     config's default pipeline (its agents and backends) switched to that method, else the preset."""
+    upd: dict[str, Any] = {}
     if cfg is not None and method in cfg.pipelines:
         name, spec = select_spec(cfg, method)
     elif method in METHODS:
         name, spec = select_spec(cfg, None, method)
         name = method
+        if spec.roles is not None and not POLICIES[method].roles:
+            upd["roles"] = None  # given roles belong to the role-playing method, like k
     else:
         known = list(METHODS) + (list(cfg.pipelines) if cfg else [])
         raise ConfigError(f"unknown method or pipeline {method!r}: use one of {', '.join(known)}")
-    upd: dict[str, Any] = {}
     if spec.method != "smoa" and spec.k is not None:
         upd["k"] = None  # k belongs to smoa; the same config drives every method
     if spec.method == "single":
