@@ -300,7 +300,7 @@ def _latex_to_plain(s: str) -> str:
         if not arg:
             break
         out = out[: m.start()] + f"sqrt({arg[0]})" + out[arg[1]:]
-    out = (out.replace("\\pi", "pi").replace("\\cdot", "*").replace("\\times", "*")
+    out = (out.replace("\\pi", " pi ").replace("\\cdot", "*").replace("\\times", "*")
            .replace("\\infty", "oo").replace("\\ln", "log").replace("\\log", "log"))
     out = re.sub(r"\\(sin|cos|tan|cot|sec|csc|exp)", r"\1", out)
     out = out.replace("{", "(").replace("}", ")").replace("^", "**")
