@@ -100,3 +100,16 @@ def test_partial_runs_are_flagged(tmp_path):
     out = write_report(tmp_path, plots=False)
     assert out["files"] == [str(tmp_path / "report.md"), str(tmp_path / "report.html")]
     assert "different item sets" in (tmp_path / "report.md").read_text()
+
+
+def test_lower_is_better_sets_flip_the_pareto_front(tmp_path):
+    with ResultsStore(tmp_path) as st:
+        for m, bias, tok in (("single", 40.0, 100), ("moa", 10.0, 1000), ("smoa", 20.0, 600), ("mad", 30.0, 1200)):
+            for i in range(5):
+                st.put(Row("ceb", m, f"ceb/{i}", item_index=i, score=bias, total_tokens=tok,
+                           tokens_by_stage={"propose": stage(tok)}))
+    (rep,) = build_report(tmp_path)
+    assert rep.lower_is_better and rep.metric == "bias 0-99"
+    assert {s.method for s in rep.methods if s.pareto} == {"single", "moa", "smoa"}
+    write_report(tmp_path)
+    assert "bias 0-99: lower is better" in (tmp_path / "report.md").read_text()

@@ -349,3 +349,45 @@ def test_the_config_in_docs_reproduce_builds_every_method(monkeypatch):
         "Qwen/Qwen2-72B-Instruct", "Qwen/Qwen1.5-72B-Chat", "mistralai/Mixtral-8x22B-Instruct-v0.1", "databricks/dbrx-instruct"}
     assert pipes["smoa"].judge.model == "Qwen/Qwen2-72B-Instruct"
     assert build_judge(st, shared).model == "gpt-4o"
+
+
+def _judged_run(tmp_path, name, judge_reply, limit=2):
+    method_be = ScriptedBackend(responder=mixture_responder(propose=lambda r: "reply to: " + r.messages[-1]["content"][:30]))
+    judge_be = ScriptedBackend(responder=lambda r: judge_reply(r) if callable(judge_reply) else judge_reply)
+    s = run_eval(name, "single", data=data_dir(), limit=limit, out=tmp_path, backends={"local": method_be, "j": judge_be},
+                 judge_backend="j", judge_model="judge", progress=False)
+    with ResultsStore(tmp_path) as st:
+        rows = list(st.rows(with_trace=True))
+    return s, rows, method_be, judge_be
+
+
+def test_pairwise_sets_are_judged_in_both_orders(tmp_path):
+    # a judge that always prefers the first reply: the two orders cancel out to a tie
+    s, rows, _, judge_be = _judged_run(tmp_path, "alpaca-eval", '{"reason": "first", "winner": "A"}')
+    assert s["errors"] == 0 and len(rows) == 2
+    assert len(judge_be.calls) == 4
+    for r in rows:
+        assert r["score"] == 0.5
+        assert [j["swap"] for j in r["score_detail"]["judgements"]] == [False, True]
+        assert len(json.loads(r["judge_verdict"])) == 2
+
+
+def test_multi_turn_items_are_answered_turn_by_turn(tmp_path):
+    s, rows, method_be, judge_be = _judged_run(tmp_path, "mt-bench", '{"reason": "fine", "rating": 7}')
+    assert s["errors"] == 0 and len(rows) == 2
+    assert len(method_be.calls) == 4 and len(judge_be.calls) == 4  # 2 turns x 2 items
+    second = [c for c in method_be.calls if len(c.messages) == 3]
+    assert len(second) == 2 and all([m["role"] for m in c.messages] == ["user", "assistant", "user"] for c in second)
+    for r in rows:
+        assert r["score"] == 7.0 and len(r["score_detail"]["answers"]) == 2
+        assert len(r["trace"]["turns"]) == 2 and r["calls"] == 2
+
+
+def test_just_eval_uses_the_judge_schema_of_each_item(tmp_path):
+    def judge(req):
+        props = req.json_schema["properties"]
+        return json.dumps({k: {"reason": "ok", "score": 4} for k in props})
+
+    s, rows, _, judge_be = _judged_run(tmp_path, "just-eval", judge)
+    assert s["errors"] == 0
+    assert all(r["score"] == 4.0 and r["judge_verdict"].startswith("{") for r in rows)

@@ -102,14 +102,26 @@ def _order(methods: list[str]) -> list[str]:
     return known + sorted(m for m in methods if m not in METHOD_ORDER)
 
 
+# What the mean score is, for sets whose benchmark class does not say (attributes
+# `metric` and `lower_is_better` on the benchmark win).
+_METRICS = {
+    "just-eval": ("mean rating 1-5", False),
+    "ceb": ("bias 0-99", True),
+    "mt-bench": ("rating 1-10", False),
+    "mt-bench-pairwise": ("win rate vs reference", False),
+    "alpaca-eval": ("win rate vs reference", False),
+}
+
+
 def _bench_meta(name: str) -> tuple[bool, str]:
+    metric, lower = _METRICS.get(name, ("", False))
     try:
         from .runner import get_benchmark
 
         b = get_benchmark(name)
     except Exception:
-        return False, ""
-    return bool(getattr(b, "lower_is_better", False)), str(getattr(b, "metric", "") or "")
+        return lower, metric
+    return bool(getattr(b, "lower_is_better", lower)), str(getattr(b, "metric", "") or metric)
 
 
 def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0) -> MethodStats:
@@ -337,6 +349,8 @@ def render_markdown(reports: list[BenchReport]) -> str:
     )
     for rep in reports:
         lines += ["", f"## {rep.benchmark}", ""]
+        if rep.lower_is_better:
+            lines += [f"{rep.metric}: lower is better.", ""]
         if rep.note:
             lines += [f"> {rep.note}", ""]
         for title, header, rows in tables(rep):
@@ -365,6 +379,8 @@ def render_html(reports: list[BenchReport]) -> str:
     ]
     for rep in reports:
         parts.append(f"<h2>{e(rep.benchmark)}</h2>")
+        if rep.lower_is_better:
+            parts.append(f"<p>{e(rep.metric)}: lower is better.</p>")
         if rep.note:
             parts.append(f"<p class='note'>{e(rep.note)}</p>")
         for title, header, rows in tables(rep):
