@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,27 @@ from .types import SmoaError
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    click.echo(f"smoa: error: {msg}", err=True)
+    from .redaction import redact
+
+    line = " ".join(redact(str(msg)).split())  # one line, whatever the message held
+    click.echo(f"smoa: error: {line}", err=True)
     sys.exit(code)
+
+
+def _read_stdin() -> str:
+    """Standard input as UTF-8 text; undecodable bytes are one clear error, not a traceback."""
+    stream = getattr(sys.stdin, "buffer", None)
+    data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        _fail(f"standard input is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}): convert it to UTF-8")
+        raise  # unreachable: _fail exits
 
 
 def _common(f: Any) -> Any:
     opts = [
-        click.option("--config", "-c", "config", type=click.Path(dir_okay=False, path_type=Path), help="TOML config with backends and pipelines."),
+        click.option("--config", "-c", "config", type=click.Path(path_type=Path), help="TOML config with backends and pipelines."),
         click.option("--pipeline", "-p", help="Pipeline name from the config (default: the config's default)."),
         click.option("--method", "-m", type=str, help=f"Method: {', '.join(METHODS)} (default smoa)."),
         click.option("-n", "n", type=int, help="Number of proposers."),
@@ -66,7 +81,7 @@ def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool,
     if prompt is None:
         if sys.stdin is None or sys.stdin.isatty():
             _fail("no prompt: give one as an argument or on standard input")
-        prompt = sys.stdin.read()
+        prompt = _read_stdin()
     overrides = _overrides(kw)
     try:
         result = asyncio.run(run(prompt, kw.get("method"), config=kw.get("config"), pipeline=kw.get("pipeline"), **overrides))
@@ -79,6 +94,10 @@ def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool,
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as e:  # a bug, not a user mistake: still one line (SMOA_DEBUG=1 shows the traceback)
+        if os.environ.get("SMOA_DEBUG"):
+            raise
+        _fail(f"unexpected {type(e).__name__}: {e} (a bug in smoa: please report it; SMOA_DEBUG=1 shows where)", 1)
     if trace_file:
         _write(trace_file, result.trace.to_json())
     stored = save_cli_trace(result.trace, enabled=not no_store)
@@ -125,6 +144,12 @@ def describe_run(t: dict[str, Any]) -> str:
         lines.append(s)
     fin = t.get("finish", {})
     lines.append(f"stopped: {t.get('stop_reason')}; finish: {fin.get('kind', '?')}")
+    if t.get("health"):
+        from .trace import format_health
+
+        h = format_health(t["health"])
+        if h:
+            lines.append(h)
     return "\n".join(lines)
 
 

@@ -260,8 +260,14 @@ def load_config(path: str | Path) -> ConfigFile:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file {p}: {e.__class__.__name__}: {e}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"cannot read config file {p}: it is a directory: give the path of a .toml file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {p} is not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}): save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e.__class__.__name__}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -433,7 +439,9 @@ def build_pipeline(
         if merged.fallback is not None:
             from .wrappers import FallbackBackend
 
-            fb = merged.fallback.merged(merged.model_copy(update={"fallback": None, "backend": None, "model": None}))
+            # the fallback keeps the agent's sampling settings, not its backend, model or retry policy
+            fb = merged.fallback.merged(merged.model_copy(
+                update={"fallback": None, "backend": None, "model": None, "retries": None, "timeout_s": None}))
             if fb.fallback is not None:
                 raise ConfigError(f"{field_name}.fallback.fallback: one fallback per agent: remove the inner one")
             fb_name = fb.backend or "local"
