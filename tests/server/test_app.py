@@ -246,7 +246,7 @@ def test_upstream_timeout_is_504(make_server):
         try:
             raise TimeoutError("read timed out")
         except TimeoutError as t:
-            raise BackendError("openai:http://x: cannot reach the endpoint (APITimeoutError)") from t
+            raise BackendError("openai:http://x: no reply in time (APITimeoutError): the endpoint is slow or hanging") from t
 
     srv = make_server(backend=ScriptedBackend(responder=respond))
     with pytest.raises(openai.APIStatusError) as e:

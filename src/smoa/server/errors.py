@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..types import BackendError, ConfigError, SmoaError
+from ..types import BackendError, ConfigError, InputError, SmoaError
 
 
 class ApiError(Exception):
@@ -37,13 +37,22 @@ def _is_timeout(e: BaseException) -> bool:
         if isinstance(cur, TimeoutError | asyncio.TimeoutError) or type(cur).__name__ in ("APITimeoutError", "ReadTimeout", "ConnectTimeout"):
             return True
         cur = cur.__cause__ or cur.__context__
-    text = str(e)
-    return "APITimeoutError" in text or "timed out" in text.lower()
+    # Failures of several calls arrive joined in one message ("every proposer failed ...: a; b"):
+    # a timeout only if nothing in it is another kind of failure.
+    text = str(e).lower()
+    timed_out = any(p in text for p in _TIMEOUT_PHRASES)
+    other = any(p in text for p in ("cannot reach", "answered", "refused", "malformed", "not found"))
+    return timed_out and not other
+
+
+_TIMEOUT_PHRASES = ("apitimeouterror", "timed out", "slow or hanging", "no reply within", "no reply in time", "past its deadline")
 
 
 def from_exception(e: BaseException) -> ApiError:
     """Map an engine failure to the status a client should see."""
     msg = str(e) or type(e).__name__
+    if isinstance(e, InputError):
+        return ApiError(400, msg, "invalid_request_error", "input_rejected", "messages")
     if isinstance(e, BackendError):
         if "over the context window" in msg:
             return ApiError(400, msg, "invalid_request_error", "context_length_exceeded", "messages")
