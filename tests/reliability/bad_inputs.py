@@ -1,0 +1,172 @@
+"""The bad-input table: every input tried and the exact message it gets.
+
+One list, two uses: `test_bad_input.py` runs each row as a test, and this file, run as a
+script, writes docs/bad-input.md (a test checks that the document is current):
+
+    PYTHONPATH=src python tests/reliability/bad_inputs.py > docs/bad-input.md
+
+Placeholders in argv, files and messages: {tmp} a fresh folder holding the row's files,
+{dead} the URL of a port where nothing listens, {fake} the loopback test server, which
+wants the key "right-key".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OK_TOML = """\
+default = "p"
+
+[backends.hosted]
+type = "openai"
+base_url = "{dead}"
+retries = 1
+backoff_s = 0
+
+[pipelines.p]
+method = "single"
+agent = { backend = "hosted", model = "m" }
+"""
+
+
+def toml_with(**backend: str) -> str:
+    extra = "".join(f"{k} = {v}\n" for k, v in backend.items())
+    return OK_TOML.replace("backoff_s = 0\n", "backoff_s = 0\n" + extra)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    what: str  # the input, in words
+    message: str  # exact; for the CLI without the "smoa: error: " prefix
+    argv: tuple[str, ...] = ()  # CLI rows: arguments after `smoa`
+    stdin: bytes | None = None
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    query: object = None  # Python rows: what is passed to smoa.run / Engine.run
+    exit_code: int = 2
+
+    @property
+    def surface(self) -> str:
+        return "python" if self.argv == () else "cli"
+
+    def shown(self) -> str:
+        """How the input is given, for the table."""
+        if self.surface == "python":
+            return f"`smoa.run({self.query!r})`".replace("|", "\\|")
+        args = " ".join(a if a and a.isascii() and a.isprintable() and " " not in a else ascii(a) for a in self.argv)
+        s = f"`smoa {args}`"
+        if self.stdin is not None:
+            shown = f"{self.stdin!r}" if len(self.stdin) <= 40 else f"{len(self.stdin)} bytes: {self.stdin[:6]!r}..."
+            s = f"`{shown}` on stdin, " + s
+        return s.replace("|", "\\|")
+
+
+CFG = ("-c", "{tmp}/ok.toml")
+OK = {"ok.toml": OK_TOML}
+
+CASES: list[Case] = [
+    # -- the prompt ----------------------------------------------------------
+    Case("empty-prompt", "empty prompt", "the prompt is empty: give a question or task to answer",
+         argv=("ask", "", *CFG), files=OK),
+    Case("blank-stdin", "only whitespace on standard input", "the prompt is empty: give a question or task to answer",
+         argv=("ask", *CFG), stdin=b"  \n\t\n", files=OK),
+    Case("stdin-not-utf8", "invalid UTF-8 on standard input",
+         "standard input is not valid UTF-8 (byte 0xff at offset 6): convert it to UTF-8",
+         argv=("ask", *CFG), stdin=b"hello \xff\xfe world", files=OK),
+    Case("argv-not-utf8", "invalid UTF-8 in the prompt argument",
+         "the prompt is not valid UTF-8 text (undecodable character at offset 3): convert it to UTF-8",
+         argv=("ask", "abc\udcff", *CFG), files=OK),
+    Case("nul-in-prompt", "a NUL character in the prompt", "the prompt contains a NUL character at offset 2: remove it",
+         argv=("ask", *CFG), stdin=b"hi\x00there", files=OK),
+    Case("over-context", "a prompt over the context window (openai backend with context_window = 64)",
+         "every proposer failed in layer 1: openai:{dead}: the prompt has about 250 tokens (1000 characters), over the "
+         "context window of 64 tokens (backends.hosted.context_window): shorten it, lower n/k, or raise context_window",
+         argv=("ask", *CFG), stdin=b"x" * 1000, files={"ok.toml": toml_with(context_window="64")}),
+    # -- options -------------------------------------------------------------
+    Case("k-not-below-n", "k >= n", "pipelines.p.k = 3 must be smaller than n = 3: the judge keeps k of the n responses",
+         argv=("ask", "hi", *CFG, "-m", "smoa", "-n", "3", "-k", "3"), files=OK),
+    Case("unknown-method", "unknown method", "unknown method 'nope': use one of single, moa, smoa, mad, self-moa",
+         argv=("ask", "hi", *CFG, "-m", "nope"), files=OK),
+    Case("zero-rounds", "zero rounds", "options: max_rounds: Input should be greater than or equal to 1",
+         argv=("ask", "hi", *CFG, "--rounds", "0"), files=OK),
+    Case("zero-proposers", "zero proposers", "options: n: Input should be greater than or equal to 1",
+         argv=("ask", "hi", *CFG, "-m", "moa", "-n", "0"), files=OK),
+    Case("hot-temperature", "temperature out of range", "options: agent.temperature: Input should be less than or equal to 2",
+         argv=("ask", "hi", *CFG, "--temperature", "3"), files=OK),
+    Case("unknown-pipeline", "a pipeline the config does not have",
+         "pipeline 'nope' is not in the config: use one of single, moa, smoa, mad, self-moa, p",
+         argv=("ask", "hi", *CFG, "-p", "nope"), files=OK),
+    # -- the config file -------------------------------------------------------
+    Case("config-missing", "a config file that does not exist", "config file not found: {tmp}/nope.toml",
+         argv=("ask", "hi", "-c", "{tmp}/nope.toml")),
+    Case("config-is-dir", "an unreadable config (a directory)",
+         "cannot read config file {tmp}: it is a directory: give the path of a .toml file",
+         argv=("ask", "hi", "-c", "{tmp}")),
+    Case("config-not-utf8", "a config file that is not UTF-8 (Latin-1)",
+         "config file {tmp}/latin1.toml is not valid UTF-8 (byte 0xe9 at offset 18): save it as UTF-8",
+         argv=("ask", "hi", "-c", "{tmp}/latin1.toml"), files={"latin1.toml": 'description = "caf\xe9"\n'.encode("latin-1")}),
+    Case("config-bad-toml", "invalid TOML",
+         "{tmp}/bad.toml: not valid TOML: Expected '=' after a key in a key/value pair (at line 1, column 8)",
+         argv=("ask", "hi", "-c", "{tmp}/bad.toml"), files={"bad.toml": "method smoa\n"}),
+    Case("config-unknown-field", "an unknown field",
+         "{tmp}/typo.toml: pipelines.p.metod: unknown field: remove it or check its spelling",
+         argv=("ask", "hi", "-c", "{tmp}/typo.toml"), files={"typo.toml": '[pipelines.p]\nmetod = "smoa"\n'}),
+    Case("config-bad-k", "k given for a method that keeps all", "pipelines.p.k: only the smoa method keeps k responses; drop k or use method = \"smoa\"",
+         argv=("ask", "hi", "-c", "{tmp}/k.toml"), files={"k.toml": '[pipelines.p]\nmethod = "moa"\nk = 2\n'}),
+    Case("missing-model-file", "a local model file that does not exist",
+         "backends.mine: model file not found: {tmp}/missing.gguf: give the path of a .gguf file",
+         argv=("ask", "hi", "-c", "{tmp}/m.toml"),
+         files={"m.toml": '[backends.mine]\ntype = "local"\nmodel_path = "{tmp}/missing.gguf"\n\n'
+                          '[pipelines.p]\nmethod = "single"\nagent = { backend = "mine" }\n'}),
+    # -- endpoints and keys ----------------------------------------------------
+    Case("unreachable-endpoint", "an endpoint where nothing listens",
+         "every proposer failed in layer 1: openai:{dead}: cannot reach the endpoint (APIConnectionError): check "
+         "base_url and that the server is running (gave up after 2 attempts)",
+         argv=("ask", "hi", *CFG), files=OK),
+    Case("missing-key-variable", "api_key_env names a variable that is not set",
+         "backends.hosted: backend 'hosted': environment variable SMOA_TEST_UNSET_KEY is not set: export it or change api_key_env",
+         argv=("ask", "hi", *CFG), files={"ok.toml": toml_with(api_key_env='"SMOA_TEST_UNSET_KEY"')}),
+    Case("wrong-key", "a wrong API key (the endpoint answers 401)",
+         "every proposer failed in layer 1: openai:{fake}: the endpoint refused the API key (401): check the key variable",
+         argv=("ask", "hi", *CFG), env={"SMOA_TEST_KEY": "wrong-key-123456"},
+         files={"ok.toml": toml_with(api_key_env='"SMOA_TEST_KEY"').replace("{dead}", "{fake}")}),
+    # -- the Python API: chat histories -----------------------------------------
+    Case("no-messages", "an empty message list", "the conversation has no non-empty user message: give a question to answer", query=[]),
+    Case("wrong-role", "a message with an unknown role", "message 0 has role 'robot': use one of system, user, assistant",
+         query=[{"role": "robot", "content": "hi"}]),
+    Case("empty-user-message", "an empty user message", "message 0 (user) is empty: remove it or give it text",
+         query=[{"role": "user", "content": ""}]),
+    Case("no-content", "a message without content", "message 0 has no text 'content'", query=[{"role": "user"}]),
+    Case("last-not-user", "a history that ends with the assistant", "the last message must come from the user, not the assistant",
+         query=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]),
+    Case("bytes-not-utf8", "bytes that are not UTF-8", "the prompt is not valid UTF-8 (byte 0xff at offset 2): convert it to UTF-8",
+         query=b"hi\xff"),
+    Case("not-a-list", "a single message instead of a list", "the query is a dict: give a string or a list of messages",
+         query={"role": "user", "content": "hi"}),
+]
+
+
+def render() -> str:
+    lines = [
+        "# Bad input: what smoa says",
+        "",
+        "Every input below was tried; the message is exactly what smoa prints (command line:",
+        "one line on standard error, exit code 2, no traceback) or the text of the `SmoaError`",
+        "it raises (Python). Each row is a test: `tests/reliability/test_bad_input.py` runs it,",
+        "and checks that this page is current (it is generated by `tests/reliability/bad_inputs.py`).",
+        "",
+        "In messages, `{tmp}` is the folder of the config file, `{dead}` an endpoint where",
+        "nothing listens, `{fake}` the loopback test server.",
+        "",
+        "| input | given as | message |",
+        "|---|---|---|",
+    ]
+    for c in CASES:
+        msg = ("smoa: error: " if c.surface == "cli" else "") + c.message
+        lines.append(f"| {c.what} | {c.shown()} | `{msg}` |".replace("\n", " "))
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
