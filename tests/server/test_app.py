@@ -293,3 +293,38 @@ def test_trace_pages(make_server):
     assert WEB.get(f"{srv.root}/traces/{'0' * 32}").status_code == 404
     assert WEB.get(f"{srv.root}/traces/{'0' * 32}.json").json()["error"]["code"] == "trace_not_found"
     assert WEB.get(f"{srv.root}/", follow_redirects=False).headers["location"] == "/traces"
+
+
+def test_stream_that_starts_before_the_first_token(make_server):
+    # stream_hold_s = 0: the reply starts at once; the answer still arrives whole and in order
+    be = ScriptedBackend(responder=mixture_responder(aggregate="late but whole"), latency_s=0.2)
+    srv = make_server(backend=be, stream_hold_s=0.0)
+    chunks = list(client(srv).chat.completions.create(
+        model="moa", messages=[{"role": "user", "content": "hi"}], stream=True, extra_body={"smoa": {"n": 2, "max_rounds": 1}},
+    ))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "late but whole"
+
+
+def test_server_table_env_and_flags(tmp_path, monkeypatch):
+    from smoa.server.settings import load_server_config, resolve_options
+    from smoa.types import ConfigError
+
+    p = tmp_path / "s.toml"
+    p.write_text('[server]\nmax_in_flight = 2\nsave_traces = false\napi_key_env = "MY_KEY"\n\n[pipelines.x]\nmethod = "moa"\nn = 2\n')
+    monkeypatch.setenv("MY_KEY", "k1")
+    cfg, table = load_server_config(p)
+    assert list(cfg.pipelines) == ["x"] and table.max_in_flight == 2
+    o = resolve_options(table)
+    assert (o.max_in_flight, o.save_traces, o.api_key) == (2, False, "k1")
+    monkeypatch.setenv("SMOA_MAX_IN_FLIGHT", "3")
+    assert resolve_options(table).max_in_flight == 3  # environment over file
+    assert resolve_options(table, max_in_flight=5).max_in_flight == 5  # flags over both
+    monkeypatch.delenv("MY_KEY")
+    with pytest.raises(ConfigError, match="MY_KEY, which is not set"):
+        resolve_options(table)
+    p.write_text("[server]\nmax_inflight = 2\n")
+    with pytest.raises(ConfigError, match=r"server: max_inflight: unknown field"):
+        load_server_config(p)
+    p.write_text('method = "moa"\nn = 2\n')  # a one-pipeline file without [server] still loads
+    cfg, table = load_server_config(p)
+    assert list(cfg.pipelines) == ["default"] and table.max_in_flight is None

@@ -165,3 +165,60 @@ def test_standalone_file_from_cli(server, browser, tmp_path):
     page.locator(".node.aggregator").click()
     assert page.locator("#detail pre.response").inner_text() == "12 * 7 = 84."
     assert requests == [out.as_uri()]  # the file needs nothing else
+
+
+def _traces_of_every_shape():
+    import asyncio
+
+    from smoa import resolve
+    from smoa.engine import Engine
+    from smoa.types import BackendError
+
+    def run(method, responder, **kw):
+        be = ScriptedBackend(responder=responder)
+        pipe = resolve(method=method, instances={"local": be}, seed=2, **kw)
+        try:
+            return asyncio.run(Engine(pipe).run("What is 6 * 7?")).trace.to_dict()
+        except BackendError as e:
+            return e.trace.to_dict()
+
+    def fail(req):
+        raise BackendError("openai:http://x: the endpoint answered 500: boom")
+
+    def mad_answer(req):
+        return f"I think it is {42 if req.settings.seed % 2 else 41}. The answer is 42."
+
+    return {
+        "single": run("single", mixture_responder()),
+        "mad": run("mad", mixture_responder(propose=mad_answer), n=3, max_rounds=2),
+        "self-moa": run("self-moa", mixture_responder(propose=propose), n=3),
+        "failed": run("moa", fail, n=2, max_rounds=1),
+    }
+
+
+def test_every_method_and_a_failure_draw_without_errors(browser, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from smoa.web import render_trace_page
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        traces = pool.submit(_traces_of_every_shape).result()
+    for name, trace in traces.items():
+        f = tmp_path / f"{name}.html"
+        f.write_text(render_trace_page(trace))
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+        page.goto(f.as_uri())
+        page.wait_for_selector("body[data-ready='1']")
+        assert errors == [], (name, errors)
+        n_calls = len(trace["calls"])
+        assert page.locator("svg.timeline rect.bar").count() == n_calls
+        page.locator(".node.answer").click()
+        assert page.locator("#detail").is_visible()
+        if name == "failed":
+            assert page.locator(".node.proposer[data-state='failed']").count() == 2
+            assert "boom" in page.locator(".node.answer").inner_text()
+        if name == "mad":
+            assert page.locator(".node.vote").count() == 1 and "42" in page.locator(".node.vote").inner_text()
+        page.close()

@@ -252,8 +252,9 @@
 
     var ansCol = column("answer");
     var tot = (T.cost && T.cost.total) || {};
-    add(ansCol.body, node("answer", "answer" + (T.error ? " error" : ""), {
+    add(ansCol.body, node("answer", "answer", {
       title: T.error ? "No answer" : "Answer", tag: T.stop_reason ? "stop: " + T.stop_reason : null,
+      state: T.error ? "error" : null,
       metrics: num(tot.total_tokens) + " tok in " + num(tot.calls) + " calls \u00b7 " + secs(T.wall_s),
       preview: T.error ? T.error : T.answer,
     }));
