@@ -23,6 +23,8 @@ _PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{8,}"),
     re.compile(r"(?i)((?:api[_-]?key|authorization|x-api-key)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9._~+/=\-]{8,}"),
     re.compile(r"\b(sk-)[A-Za-z0-9_\-]{16,}"),
+    # keys in URLs and cookies (a page login: /traces?key=..., then a smoa_key=... cookie)
+    re.compile(r"(?i)((?:[?&;]\s*|\b)(?:[\w-]*_)?(?:key|api[_-]?key|token|access_token)=)[^&;\s\"'#,)]+"),
 )
 
 
@@ -76,9 +78,21 @@ def _clean_record(record: logging.LogRecord) -> None:
         msg = record.getMessage()
     except Exception:  # a malformed record: leave it to the handler
         return
-    clean = redact(msg)
-    if clean != msg:
-        record.msg, record.args = clean, None
+    if redact(msg) == msg:
+        return
+    # redact the parts, so that formatters that read record.args (uvicorn's) still work
+    if isinstance(record.msg, str):
+        record.msg = redact(record.msg)
+    if isinstance(record.args, tuple):
+        record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+    elif isinstance(record.args, dict):
+        record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+    try:
+        still = record.getMessage()
+    except Exception:
+        still = msg
+    if redact(still) != still:  # the secret spans the format and its arguments
+        record.msg, record.args = redact(still), None
 
 
 _installed = False

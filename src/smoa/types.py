@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .redaction import install_log_redaction
+
+# Secrets are masked in every log record of the process (see smoa.redaction), whoever logs
+# them: the SDK, httpx, uvicorn's access log.
+install_log_redaction()
+
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
 VALID_ROLES = ("system", "user", "assistant")
