@@ -88,8 +88,13 @@ class Result:
     def cost(self) -> dict[str, Any]:
         return self.trace.cost()
 
+    @property
+    def health(self) -> dict[str, Any]:
+        """Faults the query survived: retries, dropped proposers, fallbacks (see Trace.health)."""
+        return self.trace.health()
+
     def to_dict(self) -> dict[str, Any]:
-        return {"answer": self.answer, "cost": self.cost, "trace": self.trace.to_dict()}
+        return {"answer": self.answer, "cost": self.cost, "health": self.health, "trace": self.trace.to_dict()}
 
 
 Callback = Callable[..., Any]
