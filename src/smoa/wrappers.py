@@ -18,6 +18,7 @@ attempt `i` is `min(backoff_max_s, backoff_s * 2**i)` with full jitter, or the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import random
 from collections.abc import AsyncIterator
@@ -254,6 +255,17 @@ class FallbackBackend(_Wrapper):
             if not log.errors or log.errors[-1] != _one_line(err):
                 log.errors.append(_one_line(err))
 
+    def _fallback_limit(self):  # type: ignore[no-untyped-def]
+        """The fallback endpoint's own concurrency limit (the engine holds only the primary's)."""
+        try:
+            from .limits import backend_limiter
+        except ImportError:  # pragma: no cover
+            return contextlib.nullcontext()
+        lim = backend_limiter(self.fallback)
+        if lim is None or lim is backend_limiter(self):
+            return contextlib.nullcontext()
+        return lim
+
     async def complete(self, request: Request) -> Completion:
         try:
             return await self.inner.complete(request)
@@ -262,7 +274,8 @@ class FallbackBackend(_Wrapper):
                 raise
             self._note(e)
             try:
-                return await self.fallback.complete(self._request(request))
+                async with self._fallback_limit():
+                    return await self.fallback.complete(self._request(request))
             except BackendError as e2:
                 raise BackendError(f"{_one_line(e)}; fallback {self.label} failed too: {_one_line(e2)}") from e2
 
@@ -279,7 +292,8 @@ class FallbackBackend(_Wrapper):
             self._note(e)
             err = e
         try:
-            async for ev in self.fallback.stream(self._request(request)):
-                yield ev
+            async with self._fallback_limit():
+                async for ev in self.fallback.stream(self._request(request)):
+                    yield ev
         except BackendError as e2:
             raise BackendError(f"{_one_line(err)}; fallback {self.label} failed too: {_one_line(e2)}") from e2
