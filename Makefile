@@ -19,10 +19,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip wheel
 
 # llama-cpp-python compiles from source (about 10 minutes on 2 cores); skipped when present.
+# LLAVA_BUILD=OFF skips the multimodal library, which smoa does not use.
 install: $(BIN)/python
 	@if ! $(BIN)/python -c "import importlib.metadata as m, sys; sys.exit(m.version('llama-cpp-python') != '$(LLAMA_CPP_VERSION)')" 2>/dev/null; then \
 		echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (about 10 minutes)"; \
-		CMAKE_ARGS="-DCMAKE_C_FLAGS='$(LLAMA_FLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_FLAGS)'" \
+		CMAKE_ARGS="-DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS='$(LLAMA_FLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_FLAGS)'" \
 		CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) \
 		$(BIN)/python -m pip install --no-cache-dir llama-cpp-python==$(LLAMA_CPP_VERSION); \
 	fi

@@ -98,15 +98,22 @@ class OpenAIBackend(Backend):
         kw = self._kwargs(request)
         try:
             resp = await self._client.chat.completions.create(**kw)
-        except openai.BadRequestError as e:
-            if "response_format" in kw and not _is_context_error(e):
-                # The endpoint does not take structured output: fall back to plain text for good.
-                self.structured = "none"
-                kw.pop("response_format")
-                try:
-                    resp = await self._client.chat.completions.create(**kw)
-                except openai.APIError as e2:
-                    raise _wrap(e2, self) from e2
+        except openai.APIStatusError as e:
+            if "response_format" in kw and _rejects_structured(e):
+                # The endpoint does not take this kind of structured output: step down
+                # (json_schema -> json_object -> none) for good, and ask again.
+                while "response_format" in kw:
+                    self.structured = "json_object" if self.structured == "json_schema" else "none"
+                    kw = self._kwargs(request)
+                    try:
+                        resp = await self._client.chat.completions.create(**kw)
+                        break
+                    except openai.APIStatusError as e2:
+                        if "response_format" in kw and _rejects_structured(e2):
+                            continue
+                        raise _wrap(e2, self) from e2
+                    except openai.APIError as e2:
+                        raise _wrap(e2, self) from e2
             else:
                 raise _wrap(e, self) from e
         except openai.APIError as e:
@@ -201,6 +208,20 @@ def _wrap(e: Exception, backend: OpenAIBackend) -> BackendError:
 
 def _malformed(e: Exception, backend: OpenAIBackend) -> BackendError:
     return BackendError(f"{backend.describe()}: malformed response ({type(e).__name__}): {_first_line(str(e))}", retryable=True)
+
+
+def _rejects_structured(e: Exception) -> bool:
+    """Whether an error says the endpoint cannot take the response_format we sent.
+
+    400/422 are plain refusals; some servers (llama-cpp-python's) answer 500 with a
+    request-validation message instead."""
+    status = getattr(e, "status_code", None)
+    if _is_context_error(e):
+        return False
+    if status in (400, 422):
+        return True
+    text = str(getattr(e, "message", "") or e).lower()
+    return status == 500 and any(w in text for w in ("validation", "response_format", "schema", "grammar"))
 
 
 def _is_context_error(e: Exception) -> bool:
