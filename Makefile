@@ -34,7 +34,7 @@ run: install
 	$(BIN)/smoa ask --method smoa -n 3 -k 2 --rounds 2 --max-tokens 160 --seed 7 "$(PROMPT)"
 
 test: install
-	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval]'
+	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval,ray,browser]'
 	@if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
 	$(BIN)/python -m pytest -q
 
