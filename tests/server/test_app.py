@@ -328,3 +328,22 @@ def test_server_table_env_and_flags(tmp_path, monkeypatch):
     p.write_text('method = "moa"\nn = 2\n')  # a one-pipeline file without [server] still loads
     cfg, table = load_server_config(p)
     assert list(cfg.pipelines) == ["default"] and table.max_in_flight is None
+
+
+def test_client_that_goes_away_frees_its_slot(make_server):
+    be = ScriptedBackend(responder=mixture_responder(), latency_s=0.5)
+    srv = make_server(backend=be, max_in_flight=1)
+    stream = client(srv).chat.completions.create(
+        model="smoa", messages=[{"role": "user", "content": "hi"}], stream=True,
+        extra_body={"smoa": {"n": 3, "k": 2, "max_rounds": 2, "events": True}},
+    )
+    next(iter(stream))  # the first chunk: the mixture is running
+    assert WEB.get(f"{srv.root}/health").json()["in_flight"] == 1
+    stream.close()
+    deadline = time.monotonic() + 5
+    while WEB.get(f"{srv.root}/health").json()["in_flight"]:
+        assert time.monotonic() < deadline, "the abandoned query still holds its slot"
+        time.sleep(0.05)
+    calls_at_close = len(be.calls)
+    time.sleep(1.2)
+    assert len(be.calls) == calls_at_close  # the mixture stopped, not just the reply

@@ -308,7 +308,7 @@
     add(left, el("h3", null, "Tokens by stage"));
     var tbl = el("table", "cost");
     var hr = el("tr");
-    ["stage", "calls", "prompt", "completion", "total", "time"].forEach(function (h) { add(hr, el("th", null, h)); });
+    ["stage", "calls", "prompt", "completion", "total", "call time"].forEach(function (h) { add(hr, el("th", null, h)); });
     add(tbl, add(el("thead"), hr));
     var body = el("tbody");
     var by = (T.cost && T.cost.by_stage) || {};
