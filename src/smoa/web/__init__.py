@@ -61,8 +61,9 @@ def render_list_page(rows: list[dict[str, Any]], total: int | None = None, limit
         href = f'/traces/{quote(r["id"])}'
         out.append(
             f'<tr data-trace-id="{e(r["id"])}">'
-            f'<td class="nowrap"><a href="{href}">{e(_fmt_time(r["created_at"]))}</a></td>'
-            f'<td><span class="method m-{e(r["method"])}">{e(r["method"])}</span><div class="sub">{e(r["pipeline"])}</div></td>'
+            f'<td class="nowrap"><a href="{href}">{e(_fmt_time(r["created_at"]))}</a><div class="sub">{e(r.get("source") or "")}</div></td>'
+            f'<td><span class="method m-{e(r["method"])}">{e(r["method"])}</span>'
+            f'<div class="sub">{e(r["pipeline"]) if r["pipeline"] != r["method"] else ""}</div></td>'
             f'<td class="preview"><a href="{href}">{e(r["query"]) or "<em>(empty)</em>"}</a></td>'
             f'<td class="preview answer">{e(r["answer"])}</td>'
             f'<td class="num">{r["total_tokens"]:,}<div class="sub">{r["prompt_tokens"]:,} in · {r["completion_tokens"]:,} out</div></td>'
