@@ -45,6 +45,8 @@ def _common(f: Any) -> Any:
         click.option("--seed", type=int, help="Seed for sampling and the judge's shuffle."),
         click.option("--max-tokens", type=int, help="max_tokens for every agent."),
         click.option("--temperature", type=float, help="Temperature for proposers and aggregator."),
+        click.option("--no-cache", "no_cache", is_flag=True, default=False,
+                     help="Do not use the response cache (temperature-0 and seeded calls are cached by default)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -55,7 +57,10 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     method = kw.get("method")
     if method is not None and method not in METHODS:
         _fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    return {k: kw.get(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature")}
+    out = {k: kw.get(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature")}
+    if kw.get("no_cache"):
+        out["cache"] = False
+    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -219,6 +219,8 @@ def _local_factory(spec: BackendSpec, name: str) -> Backend:
         n_ctx=spec.n_ctx,
         n_threads=spec.n_threads,
         name=name,
+        # options.batching = false: no multi-sequence batches (every request alone)
+        batching=bool(spec.options.get("batching", True)) and not spec.sequential,
     )
 
 

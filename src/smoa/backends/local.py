@@ -3,6 +3,12 @@
 One `llama_cpp.Llama` per model file per process, shared by every agent that names it.
 Calls run in a worker thread (the event loop never blocks) and one at a time per model,
 since a llama.cpp context is not thread-safe.
+
+Requests that arrive together (the n proposers of a layer) are decoded as one batch:
+a collector waits a few milliseconds for the rest of the layer, then the worker thread
+runs them with multi-sequence decoding (`smoa.backends.batching`). Requests with a JSON
+schema (judge, moderator, roles) and streamed ones take the single-sequence path of
+llama-cpp-python, which applies the schema as a grammar.
 """
 
 from __future__ import annotations
@@ -11,15 +17,111 @@ import asyncio
 import importlib.util
 import os
 import threading
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..types import BackendError, Completion, ConfigError, Request, StreamEvent
 from .base import Backend
 
+
+class _Collector:
+    """Gathers the requests that reach one model at about the same time and runs them as batches.
+
+    One per model and event loop. The first request starts a drain task that waits
+    `batch_window_s` for the rest of its layer; requests arriving while a batch runs form
+    the next one. Schema-constrained requests run alone, in arrival order.
+    """
+
+    def __init__(self, model: _LoadedModel) -> None:
+        self.model = model
+        self.pending: list[tuple[LocalBackend, Request, asyncio.Future[Completion]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.batches: list[int] = []  # sizes of the batches run (for tests and benchmarks)
+
+    def submit(self, backend: LocalBackend, request: Request) -> asyncio.Future[Completion]:
+        fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self.pending.append((backend, request, fut))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._drain(backend.batch_window_s))
+        return fut
+
+    async def _drain(self, window_s: float) -> None:
+        await asyncio.sleep(window_s)
+        while self.pending:
+            self.pending = [p for p in self.pending if not p[2].done()]  # drop cancelled callers
+            if not self.pending:
+                break
+            be, req, fut = self.pending[0]
+            if req.json_schema is not None:
+                self.pending.pop(0)
+                try:
+                    res: Completion | BaseException = await asyncio.to_thread(be._complete_sync, req)
+                except Exception as e:  # noqa: BLE001 - handed to the caller
+                    res = e
+                _settle(fut, res)
+                continue
+            take = [p for p in self.pending if p[1].json_schema is None and p[0] is be][:MAX_BATCH]
+            ids = {id(p) for p in take}
+            self.pending = [p for p in self.pending if id(p) not in ids]
+            self.batches.append(len(take))
+            try:
+                results = await asyncio.to_thread(be._complete_batch_sync, self.model, [p[1] for p in take])
+            except Exception as e:  # noqa: BLE001
+                results = [e] * len(take)
+            for (_, _, f), r in zip(take, results, strict=True):
+                _settle(f, r)
+
+
+def _settle(fut: asyncio.Future[Completion], res: Completion | BaseException) -> None:
+    if fut.done():
+        return
+    if isinstance(res, BaseException):
+        fut.set_exception(res if isinstance(res, BackendError | ConfigError) else BackendError(str(res)))
+    else:
+        fut.set_result(res)
+
+
+def _capture_completion_call(llm: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """What `llm.create_chat_completion(**kw)` would pass to create_completion: the prompt
+    tokens (chat template applied, BOS as the handler decides), stop strings and sampling.
+
+    The chat handler is run against a stand-in whose create_completion only records its
+    arguments, so the template and defaults stay exactly llama-cpp-python's own."""
+    import llama_cpp
+
+    class _Stop(Exception):
+        pass
+
+    got: dict[str, Any] = {}
+
+    class _Stand:
+        def __init__(self) -> None:
+            self.chat_handler = llm.chat_handler
+            self._chat_handlers = llm._chat_handlers
+            self.chat_format = llm.chat_format
+            self.verbose = False
+            self.tokenize = llm.tokenize
+            self.detokenize = llm.detokenize
+            self.metadata = llm.metadata
+
+        def create_completion(self, **kwargs: Any) -> Any:
+            got.update(kwargs)
+            raise _Stop
+
+    try:
+        llama_cpp.Llama.create_chat_completion(_Stand(), **kw)  # type: ignore[arg-type]
+    except _Stop:
+        return got
+    raise BackendError("the chat handler did not reach create_completion")
+
 DEFAULT_MODEL = "smollm2-135m"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# sequences one batch may hold (the context is made with this many sequence slots)
+MAX_BATCH = 8
 
 _models: dict[tuple[str, int], _LoadedModel] = {}
 _models_lock = threading.Lock()
@@ -93,17 +195,63 @@ class _LoadedModel:
         _patch_amx()
         self.path = path
         self.lock = threading.Lock()
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=n_threads or max(1, os.cpu_count() or 1),
-            n_batch=512,
-            verbose=False,
-        )
+        # One request may use n_ctx tokens; the KV cache holds twice that, shared by the
+        # sequences of a batch (unified KV cache, so a shared prefix is stored once).
+        self.kv_cells = 2 * n_ctx
+        with _multi_sequence_context(MAX_BATCH):
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self.kv_cells,
+                n_threads=n_threads or max(1, os.cpu_count() or 1),
+                n_batch=512,
+                verbose=False,
+            )
         self.n_ctx = n_ctx
+        self._decoder: Any = None
+        self._collectors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Collector] = weakref.WeakKeyDictionary()
+
+    @property
+    def decoder(self) -> Any:
+        if self._decoder is None:
+            from .batching import BatchDecoder
+
+            self._decoder = BatchDecoder(self.llm)
+        return self._decoder
+
+    def collector(self) -> _Collector:
+        loop = asyncio.get_running_loop()
+        c = self._collectors.get(loop)
+        if c is None:
+            c = _Collector(self)
+            self._collectors[loop] = c
+        return c
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+
+@contextmanager
+def _multi_sequence_context(n_seq: int) -> Iterator[None]:
+    """Make the next Llama's context hold `n_seq` sequences in one unified KV cache.
+
+    Llama() takes no n_seq_max argument; it reads llama_context_default_params() while it
+    is being built, so that function is patched for the duration (under _models_lock)."""
+    import llama_cpp
+
+    lib = llama_cpp.llama_cpp
+    original = lib.llama_context_default_params
+
+    def params():  # type: ignore[no-untyped-def]
+        p = original()
+        p.n_seq_max = n_seq
+        p.kv_unified = True
+        return p
+
+    lib.llama_context_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_context_default_params = original
 
 
 def get_model(path: Path, n_ctx: int = 4096, n_threads: int | None = None) -> _LoadedModel:
@@ -117,8 +265,9 @@ def get_model(path: Path, n_ctx: int = 4096, n_threads: int | None = None) -> _L
 
 
 class LocalBackend(Backend):
+    """The embedded model. `batching=False` runs every request alone, one at a time."""
+
     kind = "local"
-    max_concurrency = 1
 
     def __init__(
         self,
@@ -127,11 +276,17 @@ class LocalBackend(Backend):
         n_ctx: int = 4096,
         n_threads: int | None = None,
         name: str = "local",
+        batching: bool = True,
+        batch_window_s: float = 0.005,
     ) -> None:
         self.path = resolve_model_path(model, model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.name = name
+        self.batching = batching
+        self.batch_window_s = batch_window_s
+        # the collector serializes the work itself; without batching, one call at a time
+        self.max_concurrency = None if batching else 1
 
     def describe(self) -> str:
         return f"local:{self.path.name}"
@@ -165,6 +320,67 @@ class LocalBackend(Backend):
             )
         kw["max_tokens"] = max(1, min(kw["max_tokens"], m.n_ctx - n - 16))
 
+    def job_for(self, request: Request, m: _LoadedModel) -> Any:
+        """The prompt tokens and sampling that create_chat_completion would use, as a GenJob."""
+        from .batching import GenJob
+
+        kw = self._kwargs(request)
+        self._check_context(m, kw)
+        got = _capture_completion_call(m.llm, kw)
+        stop = got.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        seed = got.get("seed")
+        if seed is None:
+            import random
+
+            seed = random.randrange(2**32)
+        return GenJob(
+            tokens=list(got["prompt"]),
+            max_tokens=int(got.get("max_tokens") or kw["max_tokens"]),
+            temperature=float(got.get("temperature", 0.2)),
+            top_p=float(got.get("top_p", 0.95)),
+            top_k=int(got.get("top_k", 40)),
+            min_p=float(got.get("min_p", 0.05)),
+            typical_p=float(got.get("typical_p", 1.0)),
+            seed=int(seed),
+            stop=[x for x in stop if x],
+        )
+
+    def _complete_batch_sync(self, m: _LoadedModel, requests: list[Request]) -> list[Completion | BaseException]:
+        """Run requests as batches (split where the KV cache would overflow), in the worker thread."""
+        from .batching import kv_cells_needed
+
+        out: list[Completion | BaseException | None] = [None] * len(requests)
+        jobs: list[tuple[int, Any]] = []
+        with m.lock:
+            for i, r in enumerate(requests):
+                try:
+                    jobs.append((i, self.job_for(r, m)))
+                except BaseException as e:  # noqa: BLE001 - handed to that request's caller
+                    out[i] = e
+            groups: list[list[tuple[int, Any]]] = []
+            for item in jobs:
+                if groups and len(groups[-1]) < MAX_BATCH and kv_cells_needed([j for _, j in groups[-1]] + [item[1]]) <= m.kv_cells:
+                    groups[-1].append(item)
+                else:
+                    groups.append([item])
+            for g in groups:
+                try:
+                    res = m.decoder.generate([j for _, j in g])
+                except Exception as e:
+                    for i, _ in g:
+                        out[i] = BackendError(f"{self.describe()}: batched generation failed: {e}")
+                    continue
+                for (i, _), r in zip(g, res, strict=True):
+                    out[i] = Completion(
+                        text=r.text,
+                        prompt_tokens=r.prompt_tokens,
+                        completion_tokens=r.completion_tokens,
+                        model=requests[i].model or self.path.stem,
+                        finish_reason=r.finish_reason,
+                    )
+        return [x if x is not None else BackendError("no result") for x in out]
+
     def _complete_sync(self, request: Request) -> Completion:
         m = self.model
         kw = self._kwargs(request)
@@ -185,7 +401,9 @@ class LocalBackend(Backend):
         )
 
     async def complete(self, request: Request) -> Completion:
-        return await asyncio.to_thread(self._complete_sync, request)
+        if not self.batching:
+            return await asyncio.to_thread(self._complete_sync, request)
+        return await self.model.collector().submit(self, request)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()

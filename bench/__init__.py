@@ -1,0 +1,1 @@
+"""smoa benchmarks: `python -m bench [name ...]` (names: critical, throughput, batched, cost, cache)."""

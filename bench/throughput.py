@@ -1,0 +1,138 @@
+"""Throughput: many smoa queries through one endpoint under a global concurrency limit.
+
+- calls/s for `queries` smoa queries (n=8, 3 layers, k=3) at a global limit of 64 calls in
+  flight, against the fake server at 100 ms per call. The bound is limit / latency.
+- orchestration CPU per LLM call: process CPU time / calls. Measured twice: end to end
+  (engine + openai SDK + HTTP client), and engine only (a scripted backend that sleeps
+  the same 100 ms and does no I/O).
+- peak memory (max RSS of a fresh process) at 100 and at 1000 queries: queries stream
+  through a fixed pool of workers and keep only a summary, so memory should not grow.
+
+Each size runs in its own child process so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+from .common import fake_server, http_pipeline, line, private_cache_dir
+
+LIMIT = 64
+WORKERS = 128  # queries in flight; enough to keep LIMIT calls busy
+TARGET_FRACTION = 0.9
+TARGET_CPU_MS = 1.0
+
+
+async def run_queries(pipe: Any, count: int, limit: int, workers: int) -> dict[str, Any]:
+    """Run `count` queries through `workers` concurrent workers sharing one Limiter(limit)."""
+    from smoa.engine import Engine
+    from smoa.limits import Limiter
+
+    limiter = Limiter(limit)
+    it = iter(range(count))
+    calls = errors = 0
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        nonlocal calls, errors
+        for i in it:
+            try:
+                r = await Engine(pipe, limiter=limiter).run(f"Question {i}: what is {i} times 3?")
+            except Exception:
+                errors += 1
+                continue
+            calls += len(r.trace.calls)
+            latencies.extend(c.latency_s for c in r.trace.calls)
+
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(workers, count))))
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    latencies.sort()
+    return {"queries": count, "calls": calls, "errors": errors, "wall_s": wall, "cpu_s": cpu,
+            "calls_per_s": calls / wall, "cpu_ms_per_call": 1000 * cpu / max(1, calls),
+            "peak_in_flight": limiter.peak, "median_call_s": latencies[len(latencies) // 2] if latencies else 0.0}
+
+
+def child(kind: str, base_url: str, count: int, latency_s: float) -> dict[str, Any]:
+    if kind == "http":
+        pipe = http_pipeline(base_url, "smoa", 8, 3, 3)
+
+        async def main() -> dict[str, Any]:
+            try:
+                return await run_queries(pipe, count, LIMIT, WORKERS)
+            finally:
+                await pipe.proposers[0].backend.aclose()
+    else:
+        from smoa.config import PipelineSpec, build_pipeline
+        from smoa.testing import ScriptedBackend, mixture_responder
+
+        be = ScriptedBackend(
+            responder=mixture_responder(propose=lambda r: f"answer from seed {r.settings.seed}: {len(r.messages)}"),
+            latency_s=latency_s,
+        )
+        pipe = build_pipeline(PipelineSpec(method="smoa", n=8, k=3, max_rounds=3, seed=1), instances={"local": be}, cache=False)
+
+        async def main() -> dict[str, Any]:
+            return await run_queries(pipe, count, LIMIT, WORKERS)
+
+    res = asyncio.run(main())
+    res["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+def _spawn(kind: str, base_url: str, count: int, latency_s: float) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.throughput", kind, base_url, str(count), str(latency_s)],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"throughput child failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(queries: int = 500, memory_sizes: tuple[int, ...] = (100, 1000), latency_s: float = 0.1) -> dict[str, Any]:
+    with private_cache_dir(), fake_server(latency_s) as srv:
+        _spawn("http", srv.base_url, 2, latency_s)  # warm the role cache: later children share it
+        main = _spawn("http", srv.base_url, queries, latency_s)
+        engine_only = _spawn("scripted", "-", queries, latency_s)
+        mem = {str(n): _spawn("http", srv.base_url, n, latency_s) for n in memory_sizes}
+    bound = LIMIT / latency_s
+    return {"limit": LIMIT, "latency_s": latency_s, "bound_calls_per_s": bound, "http": main,
+            "engine_only": engine_only, "memory": mem, "fraction": main["calls_per_s"] / bound,
+            "engine_only_fraction": engine_only["calls_per_s"] / bound}
+
+
+def report(res: dict[str, Any]) -> str:
+    h, e = res["http"], res["engine_only"]
+    lines = [f"throughput: {h['queries']} smoa queries (n=8, 3 layers, k=3), global limit {res['limit']}, "
+             f"{res['latency_s'] * 1000:.0f} ms/call; bound {res['bound_calls_per_s']:.0f} calls/s"]
+    lines.append(line("calls/s / bound, fake server over HTTP", res["fraction"], TARGET_FRACTION, ">=", fmt="{:.3f}",
+                      note=f"{h['calls_per_s']:.0f} calls/s, {h['calls']} calls in {h['wall_s']:.1f} s, median call {h['median_call_s'] * 1000:.0f} ms, peak in flight {h['peak_in_flight']}"))
+    lines.append(line("calls/s / bound, engine only (scripted)", res["engine_only_fraction"], TARGET_FRACTION, ">=", fmt="{:.3f}",
+                      note=f"{e['calls_per_s']:.0f} calls/s"))
+    lines.append(line("CPU ms per LLM call, engine only", e["cpu_ms_per_call"], TARGET_CPU_MS, "<=", fmt="{:.3f}"))
+    lines.append(line("CPU ms per LLM call, engine + openai SDK", h["cpu_ms_per_call"], fmt="{:.3f}"))
+    sizes = sorted(res["memory"], key=int)
+    for n in sizes:
+        r = res["memory"][n]
+        lines.append(line(f"peak RSS MB, {n} queries", r["max_rss_mb"], fmt="{:.0f}", note=f"{r['calls_per_s']:.0f} calls/s"))
+    if len(sizes) >= 2:
+        a, b = res["memory"][sizes[0]]["max_rss_mb"], res["memory"][sizes[-1]]["max_rss_mb"]
+        lines.append(line(f"peak RSS {sizes[-1]} / {sizes[0]} queries", b / a, 1.2, "<=", fmt="{:.2f}", note="roughly flat"))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    kind, url, count, lat = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    print(json.dumps(child(kind, url, count, lat)))
