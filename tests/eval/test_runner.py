@@ -391,3 +391,27 @@ def test_just_eval_uses_the_judge_schema_of_each_item(tmp_path):
     s, rows, _, judge_be = _judged_run(tmp_path, "just-eval", judge)
     assert s["errors"] == 0
     assert all(r["score"] == 4.0 and r["judge_verdict"].startswith("{") for r in rows)
+
+
+def test_a_crashed_scorer_is_rerun_from_the_stored_answer(tmp_path, monkeypatch):
+    data = data_dir()
+    bench = runner_mod.get_benchmark("gsm8k")
+    real = bench.score
+
+    def broken(item, answer):
+        raise ArithmeticError("scorer bug")
+
+    monkeypatch.setattr(bench, "score", broken)
+    be = gsm8k_backend()
+    s = run_eval("gsm8k", "single", data=data, limit=3, out=tmp_path, backends={"local": be}, progress=False)
+    assert s["errors"] == 3
+    with ResultsStore(tmp_path) as st:
+        assert all(r["error"].startswith("scoring failed: ArithmeticError") and r["answer"] for r in st.rows())
+    calls = len(be.calls)
+    monkeypatch.setattr(bench, "score", real)
+    s2 = run_eval("gsm8k", "single", data=data, limit=3, out=tmp_path, backends={"local": be}, progress=False)
+    assert (s2["rescored"], s2["ran"], s2["skipped"]) == (3, 0, 3)
+    assert len(be.calls) == calls  # no new model calls
+    with ResultsStore(tmp_path) as st:
+        rows = list(st.rows())
+        assert all(r["error"] is None and r["score"] in (0.0, 1.0) and r["run_id"] == s["run_id"] for r in rows)

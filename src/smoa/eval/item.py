@@ -20,6 +20,10 @@ from ..trace import Trace, cost_of
 from ..types import ConfigError, SmoaError
 from .store import Row
 
+# the error prefix of a row whose answer is fine but whose scorer crashed: such rows are
+# scored again on the next run, from the stored answer, without new model calls
+SCORING_FAILED = "scoring failed:"
+
 
 def method_cost(calls: list[Any]) -> dict[str, Any]:
     """The trace's cost, with calls answered from the response cache counted at what they
@@ -88,11 +92,11 @@ async def run_one(
         row.trace = traces[0].to_dict() if len(traces) == 1 else {"turns": [t.to_dict() for t in traces]}
     if row.error is None:
         try:
-            await _score(bench, item, row, answers, judge)
+            await score_row(bench, item, row, answers, judge)
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            row.error = f"scoring failed: {type(e).__name__}: {e}"
+            row.error = f"{SCORING_FAILED} {type(e).__name__}: {e}"
     row.wall_s = round(time.perf_counter() - t0, 6)
     return row
 
@@ -111,7 +115,8 @@ def judge_plan(bench: Any, item: Any, answers: list[str]) -> list[dict[str, Any]
     return [t | w for t in turns for w in swaps]
 
 
-async def _score(bench: Any, item: Any, row: Row, answers: list[str], judge: Any | None) -> None:
+async def score_row(bench: Any, item: Any, row: Row, answers: list[str], judge: Any | None) -> None:
+    """Fill the row's score fields from its answers (raises if the scorer fails)."""
     if not getattr(bench, "needs_judge", False):
         score = await bench.ascore(item, row.answer or "")
         v = float(score.value)

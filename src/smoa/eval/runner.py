@@ -37,7 +37,7 @@ from ..config import (
 from ..engine import POLICIES, Engine
 from ..trace import Trace
 from ..types import ConfigError
-from .item import method_cost, run_one  # noqa: F401 (method_cost: part of the API)
+from .item import SCORING_FAILED, method_cost, run_one, score_row  # noqa: F401 (method_cost: part of the API)
 from .store import ResultsStore, Row
 
 # Sampling overrides that the CLI and the API pass through to every pipeline.
@@ -273,6 +273,29 @@ async def close_backends(shared: dict[str, Backend], given: dict[str, Backend] |
             pass
 
 
+async def rescore_failed(store: ResultsStore, bench: Any, items: Sequence[Any], methods: Sequence[str], judge: Any | None) -> int:
+    """Rows whose answer is there but whose scoring crashed are scored again from the stored
+    answer (a fixed scorer needs no new model calls). Returns how many now have a score."""
+    by_id = {it.id: it for it in items}
+    fields = set(Row.__dataclass_fields__)
+    fixed = 0
+    for m in methods:
+        for d in list(store.rows(bench.name, m, with_trace=True)):
+            if not (d["error"] or "").startswith(SCORING_FAILED) or d["answer"] is None or d["item_id"] not in by_id:
+                continue
+            row = Row(**{k: v for k, v in d.items() if k in fields})
+            tr = row.trace or {}
+            answers = [t.get("answer", "") for t in tr["turns"]] if "turns" in tr else [row.answer or ""]
+            row.error = None
+            try:
+                await score_row(bench, by_id[row.item_id], row, answers, judge)
+            except Exception as e:
+                row.error = f"{SCORING_FAILED} {type(e).__name__}: {e}"
+            if row.error is None and store.put(row):
+                fixed += 1
+    return fixed
+
+
 def plan_work(items: Sequence[Any], methods: Sequence[str], store: ResultsStore, benchmark: str, offset: int = 0) -> list[tuple[int, Any, str]]:
     """What is left to do: per item, every method not finished yet (item-major, so a partial
     run has comparable items across methods)."""
@@ -328,11 +351,11 @@ async def arun_eval(
     items = load_items(settings, bench)
     # validate every pipeline before any work starts (one clear error for a bad config)
     pipes, shared = build_pipelines(settings, bench, backends)
-    if getattr(bench, "needs_judge", False):
-        build_judge(settings, shared)
     ex = get_executor(executor)
     t0 = time.time()
     with ResultsStore(out) as store:
+        judge = build_judge(settings, shared) if getattr(bench, "needs_judge", False) else None
+        rescored = await rescore_failed(store, bench, items, methods, judge)
         work = plan_work(items, methods, store, bench.name, offset)
         total = len(items) * len(methods)
         skipped = total - len(work)
@@ -362,6 +385,7 @@ async def arun_eval(
             "total": total,
             "skipped": skipped,
             "ran": len(work),
+            "rescored": rescored,
             "written": written,
             "errors": errors,
             "wall_s": round(time.time() - t0, 3),
