@@ -408,6 +408,9 @@ def test_a_crashed_scorer_is_rerun_from_the_stored_answer(tmp_path, monkeypatch)
     with ResultsStore(tmp_path) as st:
         assert all(r["error"].startswith("scoring failed: ArithmeticError") and r["answer"] for r in st.rows())
     calls = len(be.calls)
+    s1b = run_eval("gsm8k", "single", data=data, limit=3, out=tmp_path, backends={"local": be}, progress=False)
+    assert (s1b["rescored"], s1b["ran"]) == (0, 0)  # still broken: kept, not answered again
+    assert len(be.calls) == calls
     monkeypatch.setattr(bench, "score", real)
     s2 = run_eval("gsm8k", "single", data=data, limit=3, out=tmp_path, backends={"local": be}, progress=False)
     assert (s2["rescored"], s2["ran"], s2["skipped"]) == (3, 0, 3)

@@ -299,7 +299,8 @@ async def rescore_failed(store: ResultsStore, bench: Any, items: Sequence[Any], 
 def plan_work(items: Sequence[Any], methods: Sequence[str], store: ResultsStore, benchmark: str, offset: int = 0) -> list[tuple[int, Any, str]]:
     """What is left to do: per item, every method not finished yet (item-major, so a partial
     run has comparable items across methods)."""
-    done = {m: store.done(benchmark, m) for m in methods}
+    # a row whose scorer crashed has a good answer: it waits for a fixed scorer, not a new answer
+    done = {m: store.done(benchmark, m) | store.with_error(benchmark, m, SCORING_FAILED) for m in methods}
     return [(offset + i, it, m) for i, it in enumerate(items) for m in methods if it.id not in done[m]]
 
 

@@ -201,6 +201,15 @@ class ResultsStore:
         )
         return {r["item_id"] for r in cur}
 
+    def with_error(self, benchmark: str, method: str, prefix: str) -> set[str]:
+        """Item ids whose row has an answer and an error starting with `prefix`."""
+        cur = self.db.execute(
+            "SELECT item_id FROM results WHERE benchmark = ? AND method = ? AND answer IS NOT NULL "
+            "AND substr(error, 1, ?) = ?",
+            (benchmark, method, len(prefix), prefix),
+        )
+        return {r["item_id"] for r in cur}
+
     def count(self, benchmark: str | None = None, method: str | None = None, errors: bool | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM results WHERE 1=1", []
         if benchmark is not None:
