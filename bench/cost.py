@@ -41,8 +41,8 @@ def last_number(text: str) -> str | None:
     return nums[-1].replace(",", "").rstrip(".") if nums else None
 
 
-def pipeline(method: str, s: dict[str, Any] = SETTINGS) -> Any:
-    from smoa.config import AgentSpec, PipelineSpec, build_pipeline
+def pipeline(method: str, s: dict[str, Any] = SETTINGS, n_threads: int | None = None) -> Any:
+    from smoa.config import AgentSpec, BackendSpec, PipelineSpec, build_pipeline
 
     structured = AgentSpec(temperature=0.0, max_tokens=s["judge_max_tokens"])
     spec = PipelineSpec(
@@ -52,13 +52,14 @@ def pipeline(method: str, s: dict[str, Any] = SETTINGS) -> Any:
         dataset="Grade-school math word problems (GSM8K).",
         task="Solve the problem step by step and end with the final number.",
     )
-    return build_pipeline(spec, name=f"cost-{method}", cache=False)
+    backends = {"local": BackendSpec(type="local", n_threads=n_threads)}
+    return build_pipeline(spec, name=f"cost-{method}", cache=False, backends=backends)
 
 
-async def _run_method(method: str, items: list[dict[str, str]], conc: int) -> dict[str, Any]:
+async def _run_method(method: str, items: list[dict[str, str]], conc: int, n_threads: int | None) -> dict[str, Any]:
     from smoa.engine import Engine
 
-    pipe = pipeline(method)
+    pipe = pipeline(method, n_threads=n_threads)
     sem = asyncio.Semaphore(conc)
     traces: list[Any] = [None] * len(items)
 
@@ -99,12 +100,12 @@ def _count(xs: Any) -> dict[str, int]:
     return out
 
 
-def run(items: int = 50) -> dict[str, Any]:
+def run(items: int = 50, n_threads: int | None = None) -> dict[str, Any]:
     data = load_items(items)
     out: dict[str, Any] = {"items": len(data), "settings": SETTINGS, "methods": {}}
     with private_cache_dir():
         for method in ("smoa", "moa"):
-            out["methods"][method] = asyncio.run(_run_method(method, data, SETTINGS["concurrent_queries"]))
+            out["methods"][method] = asyncio.run(_run_method(method, data, SETTINGS["concurrent_queries"], n_threads))
     s, m = out["methods"]["smoa"], out["methods"]["moa"]
     out["smoa_over_moa"] = s["per_query_total_with_roles"] / m["per_query_total"]
     return out

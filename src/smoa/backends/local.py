@@ -203,6 +203,9 @@ class _LoadedModel:
                 model_path=str(path),
                 n_ctx=self.kv_cells,
                 n_threads=n_threads or max(1, os.cpu_count() or 1),
+                # llama.cpp uses n_threads_batch for every decode of more than one token
+                # (prompts, and each step of a multi-sequence batch): keep the two equal
+                n_threads_batch=n_threads or max(1, os.cpu_count() or 1),
                 n_batch=512,
                 verbose=False,
             )
