@@ -292,3 +292,10 @@ def test_empty_prompt_is_rejected():
     be, pipe = make("single")
     with pytest.raises(SmoaError, match="prompt is empty"):
         run(pipe, q="   ")
+
+
+def test_roles_that_copy_the_prompt_template_are_not_roles():
+    from smoa.verdicts import parse_roles
+
+    echoed = '{"roles": [{"name": "short title", "description": "one or two sentences written to the assistant, starting with \'You are\'"}, {"name": "Chemist", "description": "You are a chemist who loves precise units."}]}'
+    assert parse_roles(echoed, 3) == ["You are a chemist who loves precise units."]

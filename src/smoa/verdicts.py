@@ -176,6 +176,15 @@ def parse_moderator(text: str) -> ModeratorVerdict:
     return ModeratorVerdict(stop=False, fallback="no usable JSON verdict: continue")
 
 
+# Small models sometimes copy the reply shape from the prompt instead of filling it in.
+_ROLE_PLACEHOLDERS = ("one or two sentences written to the assistant", "short title")
+
+
+def _is_placeholder(desc: str) -> bool:
+    d = " ".join(desc.lower().split())
+    return any(p in d for p in _ROLE_PLACEHOLDERS) or len(d) < 4
+
+
 def parse_roles(text: str, n: int) -> list[str]:
     """Role descriptions from the role generator's reply; may return fewer than n."""
     obj = extract_json_object(text)
@@ -184,10 +193,9 @@ def parse_roles(text: str, n: int) -> list[str]:
         for r in obj["roles"]:
             if isinstance(r, dict):
                 desc = str(r.get("description", "")).strip()
-                name = str(r.get("name", "")).strip()
-                if desc:
-                    roles.append(desc if not name or name.lower() in desc.lower() else f"{desc}")
-            elif isinstance(r, str) and r.strip():
+                if desc and not _is_placeholder(desc):
+                    roles.append(desc)
+            elif isinstance(r, str) and r.strip() and not _is_placeholder(r):
                 roles.append(r.strip())
     out: list[str] = []
     seen: set[str] = set()

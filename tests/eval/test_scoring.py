@@ -118,3 +118,10 @@ def test_extract_code():
 ])
 def test_extract_json(text, expected):
     assert extract_json(text, keys=("winner",)) == expected
+
+
+def test_normalize_number_keeps_very_long_numbers():
+    from smoa.eval.scoring import normalize_number
+
+    assert normalize_number("1" * 126) == "1" * 126
+    assert normalize_number("-0.0") == "0"

@@ -52,9 +52,13 @@ def normalize_number(text: str) -> str | None:
         return None
     if not d.is_finite():
         return None
-    if d == d.to_integral_value():
-        return str(d.to_integral_value().quantize(Decimal(1)))
-    return format(d.normalize(), "f")
+    try:
+        if d == d.to_integral_value():
+            i = d.to_integral_value()
+            return "0" if i == 0 else format(i, "f")  # format keeps every digit of long numbers
+        return format(d.normalize(), "f")
+    except InvalidOperation:  # beyond what Decimal can represent in its context
+        return None
 
 
 def numbers_equal(a: str | None, b: str | None, rel_tol: float = 1e-9) -> bool:
