@@ -101,12 +101,13 @@ def test_greedy_batched_matches_create_chat_completion(local):
     """Prompt tokens, chat template and greedy path are those of llama-cpp-python's own call."""
     be, m = local
     r = reqs()[1]
+    jobs = jobs_for(be, m, reqs())  # takes the model's lock itself
     with m.lock:
         kw = be._kwargs(r)
         be._check_context(m, kw)
         ref_text = m.llm.create_chat_completion(**kw)["choices"][0]["message"]["content"]
-        job = jobs_for(be, m, [r])[0]
-        got = m.decoder.generate(jobs_for(be, m, reqs()))[1]
+        got = m.decoder.generate(jobs)[1]
+        job = jobs[1]
         if got.text != ref_text:
             ref = m.llm.tokenize(ref_text.encode("utf-8"), add_bos=False, special=False)
             assert_same_greedy_path(m, job, got.tokens, ref)
