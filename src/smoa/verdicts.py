@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .guard import json_objects
+
 
 def judge_schema(n: int, k: int) -> dict[str, Any]:
     return {
@@ -60,17 +62,10 @@ def extract_json_object(text: str) -> dict[str, Any] | None:
     try:
         v = json.loads(text)
         return v if isinstance(v, dict) else None
-    except (json.JSONDecodeError, ValueError):
+    except (json.JSONDecodeError, ValueError, RecursionError):
         pass
-    dec = json.JSONDecoder()
-    for m in re.finditer(r"\{", text):
-        try:
-            v, _ = dec.raw_decode(text, m.start())
-        except (json.JSONDecodeError, ValueError):
-            continue
-        if isinstance(v, dict):
-            return v
-    return None
+    found = json_objects(text)
+    return found[0][2] if found else None
 
 
 _SELECT_KEYS = ("selected", "chosen responses", "chosen_responses", "chosen", "choices", "best", "selection")
