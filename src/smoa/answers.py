@@ -2,56 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
-_NUM = r"-?\$?\d[\d,]*(?:\.\d+)?"
-
-
-def _norm_number(s: str) -> str | None:
-    s = s.replace("$", "").replace(",", "").strip().rstrip(".")
-    try:
-        v = float(s)
-    except ValueError:
-        return None
-    if v.is_integer():
-        return str(int(v))
-    return repr(round(v, 6))
-
-
-def _boxed(text: str) -> str | None:
-    i = text.rfind("\\boxed{")
-    if i < 0:
-        return None
-    depth, j = 0, i + len("\\boxed{") - 1
-    for j2 in range(j, len(text)):
-        if text[j2] == "{":
-            depth += 1
-        elif text[j2] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[j + 1 : j2].strip()
-    return None
+# One answer extractor for the whole project: the GSM8K/MATH scorers' (tested on the sets'
+# gold answers). smoa.eval.scoring imports only the standard library at module level.
+from .eval.scoring import extract_final_number, last_boxed, normalize_number
 
 
 def extract_answer(text: str) -> str | None:
-    """The final answer of a response: after '####', 'answer is', in \\boxed{}, else the last number."""
-    m = re.search(r"####\s*(.+)", text)
-    if m:
-        cand = m.group(1).strip().splitlines()[0]
-        n = re.search(_NUM, cand)
-        return _norm_number(n.group(0)) if n else cand.strip().lower() or None
-    b = _boxed(text)
-    if b is not None:
-        n = _norm_number(b)
-        return n if n is not None else " ".join(b.split())
-    m = re.findall(r"answer\s*(?:is|:)\s*:?\s*(" + _NUM + ")", text, re.IGNORECASE)
-    if m:
-        return _norm_number(m[-1])
-    nums = re.findall(_NUM, text)
-    if nums:
-        return _norm_number(nums[-1])
-    return None
+    """The final answer of a response: a non-numeric \\boxed{} answer as written, else the
+    number after '####', 'The answer is' or in \\boxed{}, else the last number."""
+    b = last_boxed(text)
+    if b is not None and b.strip() and normalize_number(b) is None:
+        return " ".join(b.split())
+    return extract_final_number(text)
 
 
 def majority(answers: list[str | None]) -> tuple[str | None, dict[str, int]]:
