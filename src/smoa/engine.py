@@ -77,6 +77,7 @@ class Proposal:
     call: CallRecord
     text: str = ""
     ok: bool = True
+    error: BackendError | None = None
 
 
 @dataclass
@@ -192,7 +193,9 @@ class Engine:
             raise
         except Exception as e:  # a backend bug must not lose the trace
             rec.error = redact(f"{type(e).__name__}: {e}")
-            raise BackendError(f"{agent.backend.describe()}: {type(e).__name__}: {e}") from e
+            raise BackendError(
+                f"{agent.backend.describe()}: {type(e).__name__}: {e}", timeout=isinstance(e, TimeoutError)
+            ) from e
         finally:
             rec.latency_s = round(time.perf_counter() - t0, 6)
             close_call_log(log_token)
@@ -282,7 +285,7 @@ class Engine:
                 if not isinstance(r, BackendError):
                     raise r
                 rec = next(c for c in reversed(trace.calls) if c.stage == "propose" and c.layer == layer and c.agent == p.proposers[i].name)
-                proposals.append(Proposal(index=i, agent=p.proposers[i], role=roles[i], call=rec, ok=False))
+                proposals.append(Proposal(index=i, agent=p.proposers[i], role=roles[i], call=rec, ok=False, error=r))
             else:
                 proposals.append(r)
         return proposals
@@ -386,7 +389,8 @@ class Engine:
                     pending = sum(1 for c in trace.calls if c.error == "cancelled")
                     raise BackendError(
                         f"the query ran past its deadline of {p.deadline_s:g} s (deadline_s) with {pending} call(s) "
-                        "unanswered: an endpoint is slow or hanging; raise deadline_s or lower timeout_s/retries"
+                        "unanswered: an endpoint is slow or hanging; raise deadline_s or lower timeout_s/retries",
+                        timeout=True,
                     ) from None
         except BaseException as e:
             trace.error = str(e) if isinstance(e, SmoaError) else redact(f"{type(e).__name__}: {e}")
@@ -423,12 +427,13 @@ class Engine:
             trace.layers.append(info)
             if not ok:
                 errs = "; ".join(sorted({x.call.error or "" for x in proposals}))
-                raise BackendError(f"every proposer failed in layer {layer}: {errs}")
+                raise BackendError(f"every proposer failed in layer {layer}: {errs}", timeout=_all_timeouts(proposals))
             if len(ok) < p.min_proposers:
                 errs = "; ".join(sorted({x.call.error or "" for x in proposals if not x.ok}))
                 raise BackendError(
                     f"only {len(ok)} of {len(proposals)} proposers answered in layer {layer}, fewer than "
-                    f"min_proposers = {p.min_proposers}: {errs}"
+                    f"min_proposers = {p.min_proposers}: {errs}",
+                    timeout=_all_timeouts(proposals),
                 )
             if policy.forward == "judge":
                 kept, jinfo = await self.judge(trace, question, ok, layer, rng)
@@ -463,6 +468,11 @@ class Engine:
             trace.finish.update(vote_failed=counts)
             return answer
         return await self.aggregate(trace, conv, forward, finish_layer)
+
+
+def _all_timeouts(proposals: list[Proposal]) -> bool:
+    failed = [x for x in proposals if not x.ok]
+    return bool(failed) and all(x.error is not None and x.error.timeout for x in failed)
 
 
 def _question_text(conv: tuple[Message, ...]) -> str:

@@ -85,7 +85,8 @@ class ConfigError(SmoaError):
 
 class BackendError(SmoaError):
     """A call failed. `status_code` (HTTP), `retry_after` (seconds the endpoint asked us to
-    wait) and `retryable` (None: decide from the status) guide `smoa.wrappers.RetryingBackend`."""
+    wait) and `retryable` (None: decide from the status) guide `smoa.wrappers.RetryingBackend`;
+    `timeout` says the failure was a time-out (the server answers 504 for those, 502 else)."""
 
     def __init__(
         self,
@@ -93,8 +94,10 @@ class BackendError(SmoaError):
         status_code: int | None = None,
         retry_after: float | None = None,
         retryable: bool | None = None,
+        timeout: bool = False,
     ) -> None:
         super().__init__(*args)
+        self.timeout = timeout
         self.status_code = status_code
         self.retry_after = retry_after
         self.retryable = retryable

@@ -143,6 +143,7 @@ class RetryingBackend(_Wrapper):
         return BackendError(
             f"{self.describe()}: no reply within {self.policy.timeout_s:g} s (timeout_s): the endpoint is slow or hanging",
             retryable=True,
+            timeout=True,
         )
 
     async def _attempt(self, request: Request) -> Completion:
@@ -218,7 +219,10 @@ def _exhausted(last: BaseException, attempts: int) -> BackendError:
     msg = _one_line(last)
     if attempts > 1:
         msg = f"{msg} (gave up after {attempts} attempts)"
-    err = BackendError(msg, status_code=getattr(last, "status_code", None), retryable=False)
+    err = BackendError(
+        msg, status_code=getattr(last, "status_code", None), retryable=False,
+        timeout=getattr(last, "timeout", False) or isinstance(last, TimeoutError),
+    )
     err.__cause__ = last
     return err
 

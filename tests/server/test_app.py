@@ -241,17 +241,25 @@ def test_upstream_failure_is_502_and_trace_is_kept(make_server, stream):
     assert tr["error"] and all(c["error"] for c in tr["calls"])
 
 
-def test_upstream_timeout_is_504(make_server):
-    def respond(req):
-        try:
-            raise TimeoutError("read timed out")
-        except TimeoutError as t:
-            raise BackendError("openai:http://x: no reply in time (APITimeoutError): the endpoint is slow or hanging") from t
-
+def _assert_504(make_server, respond):
     srv = make_server(backend=ScriptedBackend(responder=respond))
     with pytest.raises(openai.APIStatusError) as e:
         client(srv).chat.completions.create(model="single", messages=[{"role": "user", "content": "hi"}])
     assert e.value.status_code == 504 and e.value.body["code"] == "upstream_timeout"
+
+
+def test_upstream_timeout_is_504(make_server):
+    def respond(req):  # what the openai backend and the timeout wrapper raise on a time-out
+        raise BackendError("openai:http://x: no reply in time (APITimeoutError): the endpoint is slow or hanging", timeout=True)
+
+    _assert_504(make_server, respond)
+
+
+def test_bare_timeout_from_a_backend_is_504_too(make_server):
+    def respond(req):  # a backend that lets a bare TimeoutError through
+        raise TimeoutError("read timed out")
+
+    _assert_504(make_server, respond)
 
 
 def test_failure_after_stream_started_is_an_error_event(make_server):

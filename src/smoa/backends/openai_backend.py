@@ -203,7 +203,10 @@ def _wrap(e: Exception, backend: OpenAIBackend) -> BackendError:
         msg = f"{where}: {type(e).__name__}: {_first_line(str(e))}"
     status = getattr(e, "status_code", None)
     err_cls = InputError if isinstance(e, openai.BadRequestError) and _is_context_error(e) else BackendError
-    return err_cls(msg, status_code=status, retry_after=_retry_after(e), retryable=retryable)
+    return err_cls(
+        msg, status_code=status, retry_after=_retry_after(e), retryable=retryable,
+        timeout=isinstance(e, openai.APITimeoutError),
+    )
 
 
 def _malformed(e: Exception, backend: OpenAIBackend) -> BackendError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ..types import BackendError, ConfigError, InputError, SmoaError
@@ -29,25 +28,6 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ApiError(400, message, "invalid_request_error", code, param)
 
 
-def _is_timeout(e: BaseException) -> bool:
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, TimeoutError | asyncio.TimeoutError) or type(cur).__name__ in ("APITimeoutError", "ReadTimeout", "ConnectTimeout"):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    # Failures of several calls arrive joined in one message ("every proposer failed ...: a; b"):
-    # a timeout only if nothing in it is another kind of failure.
-    text = str(e).lower()
-    timed_out = any(p in text for p in _TIMEOUT_PHRASES)
-    other = any(p in text for p in ("cannot reach", "answered", "refused", "malformed", "not found"))
-    return timed_out and not other
-
-
-_TIMEOUT_PHRASES = ("apitimeouterror", "timed out", "slow or hanging", "no reply within", "no reply in time", "past its deadline")
-
-
 def from_exception(e: BaseException) -> ApiError:
     """Map an engine failure to the status a client should see."""
     msg = str(e) or type(e).__name__
@@ -56,7 +36,7 @@ def from_exception(e: BaseException) -> ApiError:
     if isinstance(e, BackendError):
         if "over the context window" in msg:
             return ApiError(400, msg, "invalid_request_error", "context_length_exceeded", "messages")
-        if _is_timeout(e):
+        if e.timeout:
             return ApiError(504, f"an upstream model timed out: {msg}", "upstream_error", "upstream_timeout")
         return ApiError(502, f"an upstream model failed: {msg}", "upstream_error", "upstream_error")
     if isinstance(e, ConfigError):
