@@ -36,6 +36,7 @@ class FakeConfig:
     seed: int = 0
     api_key: str | None = None
     tokens_per_word: int = 1
+    reject_json_schema: bool = False  # answer 400 to response_format json_schema (older servers)
 
 
 @dataclass
@@ -79,6 +80,9 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
         if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
             return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, status_code=401)
         body = await request.json()
+        if cfg.reject_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+            return JSONResponse({"error": {"message": "response_format json_schema is not supported", "type": "invalid_request_error"}},
+                                status_code=400)
         model = body.get("model", "")
         stats.requests += 1
         stats.by_model[model] = stats.by_model.get(model, 0) + 1
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--retry-after", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--api-key", default=None)
+    ap.add_argument("--reject-json-schema", action="store_true", help="answer 400 to response_format json_schema")
     a = ap.parse_args(argv)
     if not a.host.startswith("127.") and a.host not in ("localhost", "::1"):
         ap.error("the fake server listens on loopback only")
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = FakeConfig(
         latency_s=a.latency, fault_rate=a.fault_rate, faults=faults,
         fault_models=tuple(m for m in a.fault_models.split(",") if m), hang_s=a.hang,
-        retry_after_s=a.retry_after, seed=a.seed, api_key=a.api_key,
+        retry_after_s=a.retry_after, seed=a.seed, api_key=a.api_key, reject_json_schema=a.reject_json_schema,
     )
     import uvicorn
 
