@@ -69,6 +69,9 @@ class BackendSpec(_Strict):
     # openai backends: refuse prompts that cannot fit (estimated tokens); None: no check here
     context_window: int | None = Field(None, ge=16)
     structured: Literal["json_schema", "json_object", "none"] = "json_schema"
+    # openai backends: "builtin" (lean HTTP/1.1 client), "openai-sdk", or "auto" (builtin
+    # unless an environment proxy applies to base_url)
+    http_client: Literal["auto", "builtin", "openai-sdk"] = "auto"
     max_concurrency: int | None = Field(None, ge=1)
     # one request at a time, across every query (servers that load models on demand)
     sequential: bool = False
@@ -207,6 +210,7 @@ def _openai_factory(spec: BackendSpec, name: str) -> Backend:
         max_concurrency=spec.concurrency(),
         name=name,
         context_window=spec.context_window,
+        http_client=spec.http_client,
     )
 
 

@@ -121,7 +121,7 @@ CASES: list[Case] = [
                           '[pipelines.p]\nmethod = "single"\nagent = { backend = "mine" }\n'}),
     # -- endpoints and keys ----------------------------------------------------
     Case("unreachable-endpoint", "an endpoint where nothing listens",
-         "every proposer failed in layer 1: openai:{dead}: cannot reach the endpoint (APIConnectionError): check "
+         "every proposer failed in layer 1: openai:{dead}: cannot reach the endpoint (connection refused): check "
          "base_url and that the server is running (gave up after 2 attempts)",
          argv=("ask", "hi", *CFG), files=OK),
     Case("missing-key-variable", "api_key_env names a variable that is not set",

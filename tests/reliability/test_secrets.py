@@ -62,11 +62,12 @@ def echo(request, tmp_path_factory):
         yield srv
 
 
-def config_text(url, method="smoa"):
+def config_text(url, method="smoa", http_client="auto"):
     return textwrap.dedent(f'''
         [backends.hosted]
         type = "openai"
         base_url = "{url}"
+        http_client = "{http_client}"
         api_key_env = "SMOA_SECRET_TEST_KEY"
         retries = 1
         backoff_s = 0
@@ -80,9 +81,9 @@ def config_text(url, method="smoa"):
     ''')
 
 
-def run_cli(tmp_path, url, key):
+def run_cli(tmp_path, url, key, http_client="auto"):
     cfg = tmp_path / "smoa.toml"
-    cfg.write_text(config_text(url))
+    cfg.write_text(config_text(url, http_client=http_client))
     trace = tmp_path / "trace.json"
     store = tmp_path / "traces.sqlite"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SMOA_SECRET_TEST_KEY": key, "OPENAI_LOG": "debug",
@@ -103,12 +104,14 @@ def assert_no_key(written, key):
         assert key[12:].encode() not in data, f"part of the API key leaked into {where}"
 
 
-def test_cli_run_with_the_right_key_leaks_nothing(fake, tmp_path):
-    p, written = run_cli(tmp_path, fake.base_url, KEY)
+@pytest.mark.parametrize("client", ["builtin", "openai-sdk"])
+def test_cli_run_with_the_right_key_leaks_nothing(fake, tmp_path, client):
+    p, written = run_cli(tmp_path, fake.base_url, KEY, http_client=client)
     assert p.returncode == 0, p.stderr.decode()
     out = json.loads(p.stdout)
     assert out["answer"] and len(out["trace"]["calls"]) >= 8
-    assert b"HTTP Request" in p.stderr or b"Request options" in p.stderr  # the SDK's debug log was on
+    if client == "openai-sdk":
+        assert b"HTTP Request" in p.stderr or b"Request options" in p.stderr  # the SDK's debug log was on
     assert any("trace.json" in w for w in written) and any("traces.sqlite" in w for w in written)
     assert_no_key(written, KEY)
 

@@ -197,7 +197,11 @@ def test_config_wraps_agents_per_their_policy():
     pipe = resolve(c, instances={"local": be})
     prop = pipe.proposers[0].backend
     assert isinstance(prop, RetryingBackend) and prop.policy.retries == 4 and prop.policy.timeout_s == 7
-    assert prop.inner._client.max_retries == 0  # the SDK does not retry behind our back
+    # the builtin HTTP client makes one attempt per call: retries are the wrapper's, counted
+    assert prop.inner.http_client == "builtin" and prop.inner._client is None
+    sdk = resolve(c.model_copy(update={"backends": {"hosted": c.backends["hosted"].model_copy(update={"http_client": "openai-sdk"})}}),
+                  instances={"local": be}).proposers[0].backend
+    assert sdk.inner._client.max_retries == 0  # nor does the SDK, behind our back
     judge = pipe.judge.backend
     assert isinstance(judge, FallbackBackend) and judge.fallback is be and judge.fallback_model == "tiny"
     assert judge.inner.policy.retries == 0 and judge.inner.policy.timeout_s == 3

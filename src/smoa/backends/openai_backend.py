@@ -1,14 +1,38 @@
-"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, Ollama, llama.cpp server, ...)."""
+"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, Ollama, llama.cpp server, ...).
+
+Two HTTP clients, same behaviour (errors, time-outs, structured-output step-down):
+
+- `builtin` (`smoa.backends.httpclient`): a small HTTP/1.1 client that sends and reads
+  JSON and nothing more; about a tenth of the openai SDK's CPU per call, which is what
+  lets one process keep a fast local server busy (BENCHMARKS.md, throughput);
+- `openai-sdk`: the official `openai` package (httpx): proxies, HTTP/2 and whatever
+  the SDK adds.
+
+`http_client = "auto"` (the default) takes `builtin` unless a proxy from the environment
+(HTTP_PROXY / HTTPS_PROXY, minus NO_PROXY) applies to the endpoint.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from .. import __version__
 from ..redaction import install_log_redaction, register_secret
 from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
 from .base import Backend
+from .httpclient import (
+    ConnectFailure,
+    HTTPClient,
+    HTTPFailure,
+    ProtocolFailure,
+    StatusFailure,
+    TimeoutFailure,
+)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+HTTP_CLIENTS = ("auto", "builtin", "openai-sdk")
 
 # Characters per token used to estimate a prompt's length without the model's tokenizer.
 # Deliberately generous (English averages about 4): only prompts that are surely too long
@@ -30,9 +54,8 @@ class OpenAIBackend(Backend):
         max_concurrency: int | None = None,
         name: str = "openai",
         context_window: int | None = None,
+        http_client: str = "auto",
     ) -> None:
-        from openai import AsyncOpenAI
-
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
             if not api_key:
@@ -41,10 +64,28 @@ class OpenAIBackend(Backend):
                 )
         register_secret(api_key)
         install_log_redaction()
-        # Local servers need no key; the SDK insists on one, so give it a placeholder.
-        self._client = AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
-        )
+        if http_client not in HTTP_CLIENTS:
+            raise ConfigError(f"backend {name!r}: http_client must be one of {', '.join(HTTP_CLIENTS)}, not {http_client!r}")
+        if http_client == "auto":
+            http_client = "openai-sdk" if _proxy_applies(base_url or DEFAULT_BASE_URL) else "builtin"
+        self.http_client = http_client
+        self._client: Any = None
+        self._http: HTTPClient | None = None
+        if http_client == "builtin":
+            headers = {"User-Agent": f"smoa/{__version__}"}
+            if api_key:
+                headers["Authorization"] = f"Bearer {api_key}"
+            try:
+                self._http = HTTPClient(base_url or DEFAULT_BASE_URL, headers=headers, timeout_s=timeout_s)
+            except ValueError as e:
+                raise ConfigError(f"backend {name!r}: base_url {base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1") from e
+        else:
+            from openai import AsyncOpenAI
+
+            # Local servers need no key; the SDK insists on one, so give it a placeholder.
+            self._client = AsyncOpenAI(
+                base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
+            )
         self.base_url = base_url
         self.name = name
         if structured not in ("json_schema", "json_object", "none"):
@@ -91,7 +132,86 @@ class OpenAIBackend(Backend):
             kw["response_format"] = {"type": "json_object"}
         return kw
 
+    # -- the built-in client -------------------------------------------------------------
     async def complete(self, request: Request) -> Completion:
+        if self._http is None:
+            return await self._complete_sdk(request)
+        self.check_context(request)
+        kw = self._kwargs(request)
+        while True:
+            try:
+                d = await self._http.request_json("POST", "/chat/completions", kw)
+                break
+            except StatusFailure as e:
+                if "response_format" in kw and _rejects_structured(e.status, e.message):
+                    # The endpoint does not take this kind of structured output: step down
+                    # (json_schema -> json_object -> none) for good, and ask again.
+                    self.structured = "json_object" if self.structured == "json_schema" else "none"
+                    kw = self._kwargs(request)
+                    continue
+                raise _status_error(e, self) from e
+            except HTTPFailure as e:
+                raise _failure(e, self) from e
+        return _completion(d, request, self)
+
+    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+        if self._http is None:
+            async for ev in self._stream_sdk(request):
+                yield ev
+            return
+        self.check_context(request)
+        kw = self._stream_kwargs(request)
+        parts: list[str] = []
+        usage: Any = None
+        finish = None
+        model = request.model
+        try:
+            async for chunk in self._http.stream_events("/chat/completions", kw):
+                if not isinstance(chunk, dict):
+                    raise BackendError(f"{self.describe()}: malformed response: a stream event is not a JSON object", retryable=True)
+                if chunk.get("error"):
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else err
+                    raise BackendError(f"{self.describe()}: the endpoint reported an error mid-stream: {_first_line(str(msg))}", retryable=True)
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                if chunk.get("model"):
+                    model = chunk["model"]
+                for ch in chunk.get("choices") or ():
+                    delta = ch.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        parts.append(content)
+                        yield StreamEvent(delta=content)
+                    if ch.get("finish_reason"):
+                        finish = ch["finish_reason"]
+        except StatusFailure as e:
+            raise _status_error(e, self) from e
+        except HTTPFailure as e:
+            raise _failure(e, self) from e
+        if finish is None:
+            # the connection ended before the last chunk: the answer may be cut short
+            raise BackendError(f"{self.describe()}: the stream ended early (no finish_reason): the answer is incomplete", retryable=True)
+        u = usage if isinstance(usage, dict) else {}
+        yield StreamEvent(
+            completion=Completion(
+                text="".join(parts),
+                prompt_tokens=int(u.get("prompt_tokens") or 0),
+                completion_tokens=int(u.get("completion_tokens") or 0),
+                model=model,
+                finish_reason=finish,
+            )
+        )
+
+    def _stream_kwargs(self, request: Request) -> dict[str, Any]:
+        kw = self._kwargs(request)
+        kw.pop("response_format", None)
+        kw["stream"] = True
+        kw["stream_options"] = {"include_usage": True}
+        return kw
+
+    # -- the openai SDK ----------------------------------------------------------------
+    async def _complete_sdk(self, request: Request) -> Completion:
         import openai
 
         self.check_context(request)
@@ -99,7 +219,7 @@ class OpenAIBackend(Backend):
         try:
             resp = await self._client.chat.completions.create(**kw)
         except openai.APIStatusError as e:
-            if "response_format" in kw and _rejects_structured(e):
+            if "response_format" in kw and _rejects_structured(e.status_code, _sdk_message(e)):
                 # The endpoint does not take this kind of structured output: step down
                 # (json_schema -> json_object -> none) for good, and ask again.
                 while "response_format" in kw:
@@ -109,7 +229,7 @@ class OpenAIBackend(Backend):
                         resp = await self._client.chat.completions.create(**kw)
                         break
                     except openai.APIStatusError as e2:
-                        if "response_format" in kw and _rejects_structured(e2):
+                        if "response_format" in kw and _rejects_structured(e2.status_code, _sdk_message(e2)):
                             continue
                         raise _wrap(e2, self) from e2
                     except openai.APIError as e2:
@@ -132,14 +252,11 @@ class OpenAIBackend(Backend):
             finish_reason=choice.finish_reason,
         )
 
-    async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
+    async def _stream_sdk(self, request: Request) -> AsyncIterator[StreamEvent]:
         import openai
 
         self.check_context(request)
-        kw = self._kwargs(request)
-        kw.pop("response_format", None)
-        kw["stream"] = True
-        kw["stream_options"] = {"include_usage": True}
+        kw = self._stream_kwargs(request)
         parts: list[str] = []
         usage = None
         finish = None
@@ -175,7 +292,74 @@ class OpenAIBackend(Backend):
         )
 
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._http is not None:
+            await self._http.aclose()
+        else:
+            await self._client.close()
+
+
+def _proxy_applies(url: str) -> bool:
+    """Whether HTTP_PROXY/HTTPS_PROXY (minus NO_PROXY) would send requests to `url` via a proxy."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not proxies.get(u.scheme) and not proxies.get("all"):
+        return False
+    try:
+        return not urllib.request.proxy_bypass(u.hostname or "")
+    except Exception:  # noqa: BLE001 - a malformed NO_PROXY: assume the proxy applies
+        return True
+
+
+def _completion(d: Any, request: Request, backend: OpenAIBackend) -> Completion:
+    choices = d.get("choices") if isinstance(d, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    msg = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(msg, dict):
+        raise BackendError(f"{backend.describe()}: malformed response: no choices with a message", retryable=True)
+    content = msg.get("content")
+    if isinstance(content, list):  # content parts: keep the text ones
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    usage = d.get("usage") if isinstance(d.get("usage"), dict) else {}
+    return Completion(
+        text=content if isinstance(content, str) else "",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        model=d.get("model") or request.model,
+        finish_reason=first.get("finish_reason"),
+    )
+
+
+def _status_error(e: StatusFailure, backend: OpenAIBackend) -> BackendError:
+    where = backend.describe()
+    if e.status == 401:
+        msg = f"{where}: the endpoint refused the API key (401): check the key variable"
+    elif e.status == 404:
+        msg = f"{where}: not found (404): check the model name and base_url"
+    else:
+        msg = f"{where}: the endpoint answered {e.status}: {_first_line(e.message)}"
+    err_cls = InputError if e.status == 400 and _is_context_error(e.message) else BackendError
+    return err_cls(msg, status_code=e.status, retry_after=_retry_after_headers(e.headers))
+
+
+def _failure(e: HTTPFailure, backend: OpenAIBackend) -> BackendError:
+    where = backend.describe()
+    if isinstance(e, ConnectFailure):
+        return BackendError(
+            f"{where}: cannot reach the endpoint ({_first_line(str(e))}): check base_url and that the server is running",
+            retryable=True,
+        )
+    if isinstance(e, TimeoutFailure):
+        return BackendError(f"{where}: no reply in time ({e}): the endpoint is slow or hanging", retryable=True, timeout=True)
+    if isinstance(e, ProtocolFailure):
+        return BackendError(f"{where}: malformed response: {_first_line(str(e))}", retryable=True)
+    return BackendError(f"{where}: {type(e).__name__}: {_first_line(str(e))}", retryable=True)
+
+
+def _sdk_message(e: Exception) -> str:
+    return str(getattr(e, "message", "") or e)
 
 
 def _wrap(e: Exception, backend: OpenAIBackend) -> BackendError:
@@ -202,7 +386,7 @@ def _wrap(e: Exception, backend: OpenAIBackend) -> BackendError:
     else:
         msg = f"{where}: {type(e).__name__}: {_first_line(str(e))}"
     status = getattr(e, "status_code", None)
-    err_cls = InputError if isinstance(e, openai.BadRequestError) and _is_context_error(e) else BackendError
+    err_cls = InputError if isinstance(e, openai.BadRequestError) and _is_context_error(_sdk_message(e)) else BackendError
     return err_cls(
         msg, status_code=status, retry_after=_retry_after(e), retryable=retryable,
         timeout=isinstance(e, openai.APITimeoutError),
@@ -213,29 +397,31 @@ def _malformed(e: Exception, backend: OpenAIBackend) -> BackendError:
     return BackendError(f"{backend.describe()}: malformed response ({type(e).__name__}): {_first_line(str(e))}", retryable=True)
 
 
-def _rejects_structured(e: Exception) -> bool:
+def _rejects_structured(status: int | None, message: str) -> bool:
     """Whether an error says the endpoint cannot take the response_format we sent.
 
     400/422 are plain refusals; some servers (llama-cpp-python's) answer 500 with a
     request-validation message instead."""
-    status = getattr(e, "status_code", None)
-    if _is_context_error(e):
+    if _is_context_error(message):
         return False
     if status in (400, 422):
         return True
-    text = str(getattr(e, "message", "") or e).lower()
+    text = message.lower()
     return status == 500 and any(w in text for w in ("validation", "response_format", "schema", "grammar"))
 
 
-def _is_context_error(e: Exception) -> bool:
-    text = str(getattr(e, "message", "") or e).lower()
+def _is_context_error(message: str) -> bool:
+    text = message.lower()
     return "context" in text and ("length" in text or "window" in text or "too long" in text)
 
 
 def _retry_after(e: Exception) -> float | None:
     """Seconds from a Retry-After (or retry-after-ms) header, if the endpoint sent one."""
     resp = getattr(e, "response", None)
-    headers = getattr(resp, "headers", None)
+    return _retry_after_headers(getattr(resp, "headers", None))
+
+
+def _retry_after_headers(headers: Mapping[str, str] | None) -> float | None:
     if headers is None:
         return None
     try:

@@ -1,0 +1,197 @@
+"""The openai backend's two HTTP clients (builtin and openai-sdk) behave the same, against
+real servers on 127.0.0.1 (smoa.fakeserver): answers, streams, errors, step-down."""
+
+import asyncio
+
+import pytest
+
+from smoa import BackendError, ConfigError, resolve
+from smoa.backends.openai_backend import OpenAIBackend
+from smoa.config import ConfigFile, load_config
+from smoa.engine import Engine
+from smoa.testing import ServerProcess, free_port
+from smoa.types import InputError, Request, Settings
+
+pytestmark = pytest.mark.server
+CLIENTS = ("builtin", "openai-sdk")
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}"]) as srv:
+        yield srv
+
+
+def _faulty(kind, *extra):
+    return ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}", "--fault-rate", "1",
+                          "--faults", kind, "--hang", "5", "--retry-after", "0.25", *extra])
+
+
+def req(schema=None, **settings):
+    return Request(messages=({"role": "user", "content": "What is 2+2? Ünïcode ✓"},), model="m1",
+                   settings=Settings(**settings), json_schema=schema)
+
+
+def complete(be, request):
+    async def go():
+        try:
+            return await be.complete(request)
+        finally:
+            await be.aclose()
+    return asyncio.run(go())
+
+
+def stream(be, request):
+    async def go():
+        out = []
+        try:
+            async for ev in be.stream(request):
+                out.append(ev)
+        finally:
+            await be.aclose()
+        return out
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_smoa_end_to_end_with_each_client(fake, client):
+    cfg = ConfigFile(
+        backends={"fake": {"type": "openai", "base_url": fake.base_url, "http_client": client, "retries": 0}},
+        pipelines={"p": {"method": "smoa", "agent": {"backend": "fake", "model": "m1"}}},
+    )
+    pipe = resolve(cfg, n=3, k=2, max_rounds=2, seed=3)
+    r = asyncio.run(Engine(pipe).run("What is 1+1?"))
+    assert [c.stage for c in r.trace.calls].count("propose") == 6
+    assert r.trace.layers[0]["judge"]["fallback"] is None  # the JSON verdict was read
+    assert all(c.prompt_tokens > 0 and c.completion_tokens > 0 for c in r.trace.calls)
+
+
+def test_both_clients_give_the_same_completion(fake):
+    got = {c: complete(OpenAIBackend(base_url=fake.base_url, http_client=c), req(seed=5, temperature=0.0, max_tokens=9))
+           for c in CLIENTS}
+    a, b = got["builtin"], got["openai-sdk"]
+    assert (a.text, a.prompt_tokens, a.completion_tokens, a.model, a.finish_reason) == (
+        b.text, b.prompt_tokens, b.completion_tokens, b.model, b.finish_reason)
+    assert a.text and a.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_stream_deltas_add_up_to_the_completion(fake, client):
+    evs = stream(OpenAIBackend(base_url=fake.base_url, http_client=client), req())
+    deltas = [e.delta for e in evs if e.delta]
+    final = evs[-1].completion
+    assert len(deltas) > 1 and "".join(deltas) == final.text
+    assert final.completion_tokens > 0 and final.finish_reason == "stop"
+
+
+def test_builtin_client_reuses_connections(fake):
+    be = OpenAIBackend(base_url=fake.base_url, http_client="builtin")
+
+    async def go():
+        for _ in range(5):
+            await be.complete(req())
+        await asyncio.gather(*(be.complete(req()) for _ in range(8)))
+        await be.aclose()
+    asyncio.run(go())
+    assert be._http.connections_opened <= 8  # 13 calls; sequential ones share one connection
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_unreachable_endpoint(client):
+    be = OpenAIBackend(base_url=f"http://127.0.0.1:{free_port()}/v1", http_client=client, max_retries=0)
+    with pytest.raises(BackendError, match="cannot reach the endpoint") as ei:
+        complete(be, req())
+    assert ei.value.retryable is True and ei.value.status_code is None
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_server_error_carries_its_status(client):
+    with _faulty("500") as srv:
+        with pytest.raises(BackendError, match="the endpoint answered 500") as ei:
+            complete(OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0), req())
+    assert ei.value.status_code == 500
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_rate_limit_carries_retry_after(client):
+    with _faulty("429") as srv:
+        with pytest.raises(BackendError) as ei:
+            complete(OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0), req())
+    assert ei.value.status_code == 429 and ei.value.retry_after == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_malformed_body_is_a_retryable_error(client):
+    with _faulty("malformed") as srv:
+        with pytest.raises(BackendError, match="malformed response") as ei:
+            complete(OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0), req())
+    assert ei.value.retryable is True
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_hanging_endpoint_times_out(client):
+    with _faulty("timeout") as srv:
+        be = OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0, timeout_s=0.5)
+        with pytest.raises(BackendError, match="no reply in time") as ei:
+            complete(be, req())
+    assert ei.value.timeout is True and ei.value.retryable is True
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_truncated_stream_is_reported(client):
+    with _faulty("truncate") as srv:
+        be = OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0)
+        with pytest.raises(BackendError, match="stream ended early") as ei:
+            stream(be, req())
+    assert ei.value.retryable is True
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_api_key_is_sent_and_a_wrong_one_is_named(client):
+    with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}", "--api-key", "s3cret-key-42"]) as srv:
+        ok = complete(OpenAIBackend(base_url=srv.base_url, http_client=client, api_key="s3cret-key-42"), req())
+        assert ok.text
+        with pytest.raises(BackendError, match=r"refused the API key \(401\)") as ei:
+            complete(OpenAIBackend(base_url=srv.base_url, http_client=client, api_key="wrong-key-99", max_retries=0), req())
+    assert ei.value.status_code == 401 and "wrong-key-99" not in str(ei.value)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_structured_output_steps_down_when_refused(client):
+    schema = {"type": "object", "properties": {"keep": {"type": "array", "items": {"type": "integer"}}}}
+    with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}", "--reject-json-schema"]) as srv:
+        be = OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0)
+        out = complete(be, req(schema=schema))
+    assert out.text and be.structured == "json_object"  # stepped down once, for good
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_context_window_refusal_is_input_error(client):
+    be = OpenAIBackend(base_url="http://127.0.0.1:9/v1", http_client=client, context_window=16)
+    long = Request(messages=({"role": "user", "content": "word " * 200},), model="m1", settings=Settings())
+    with pytest.raises(InputError, match="over the context window"):
+        complete(be, long)
+
+
+def test_auto_takes_builtin_unless_a_proxy_applies(monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    assert OpenAIBackend(base_url="http://127.0.0.1:8000/v1").http_client == "builtin"
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    assert OpenAIBackend(base_url="http://10.1.2.3:8000/v1").http_client == "openai-sdk"
+    assert OpenAIBackend(base_url="https://api.example.com/v1").http_client == "builtin"  # HTTP_PROXY is for http only
+    monkeypatch.setenv("NO_PROXY", "10.1.2.3")
+    assert OpenAIBackend(base_url="http://10.1.2.3:8000/v1").http_client == "builtin"
+    assert OpenAIBackend(base_url="http://10.1.2.3:8000/v1", http_client="openai-sdk").http_client == "openai-sdk"
+
+
+def test_bad_http_client_and_url_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="http_client must be one of"):
+        OpenAIBackend(base_url="http://127.0.0.1:1/v1", http_client="curl")
+    with pytest.raises(ConfigError, match="not an http"):
+        OpenAIBackend(base_url="127.0.0.1:8000/v1", http_client="builtin")
+    toml = tmp_path / "smoa.toml"
+    toml.write_text('[backends.b]\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\nhttp_client = "curl"\n'
+                    '[pipelines.p]\nmethod = "single"\nagent = { backend = "b", model = "m" }\n')
+    with pytest.raises(ConfigError, match=r"backends\.b\.http_client"):
+        load_config(toml)
