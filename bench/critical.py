@@ -3,6 +3,8 @@
 smoa (n=8, 3 layers, k=3), moa and mad at the same n and layers, and smoa with every call
 run one at a time (what the SMoA reference code does), against the fake OpenAI-compatible
 server with a fixed per-call latency. Ratio = wall time / sum over stages of the slowest call.
+The openai backend uses its builtin HTTP client; "smoa-openai-sdk" is smoa through the
+openai SDK instead, for comparison.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ def run(latency_s: float = 0.1, repeats: int = 5, n: int = 8, rounds: int = 3, k
         "moa": ("moa", None, False),
         "mad": ("mad", None, False),
         "smoa-sequential": ("smoa", k, True),
+        "smoa-openai-sdk": ("smoa", k, False),
     }
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with private_cache_dir(), fake_server(latency_s) as srv:
-        pipes = {v: http_pipeline(srv.base_url, m, n, rounds, kk) for v, (m, kk, _) in variants.items()}
+        pipes = {v: http_pipeline(srv.base_url, m, n, rounds, kk, http_client="openai-sdk" if v.endswith("-sdk") else "builtin")
+                 for v, (m, kk, _) in variants.items()}
 
         async def main() -> None:
-            await _one(pipes["smoa"], False, -1)  # warm up: connections, role generation (then cached)
+            for v in variants:  # warm up: connections, role generation (then cached)
+                await _one(pipes[v], False, -1)
             for i in range(repeats):  # interleaved, so load on the machine hits every variant alike
                 for v, (_, _, seq) in variants.items():
                     rows[v].append(await _one(pipes[v], seq, i))
