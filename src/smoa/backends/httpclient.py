@@ -90,8 +90,13 @@ class _Conn:
     def close(self) -> None:
         try:
             self.writer.close()
-        except Exception:  # noqa: BLE001 - its loop may be closed already
-            pass
+        except Exception:  # noqa: BLE001 - its loop is closed: end the connection at the socket
+            sock = self.writer.get_extra_info("socket")
+            try:
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class HTTPClient:
@@ -109,6 +114,13 @@ class HTTPClient:
         host_header = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host_header if default_port else f"{host_header}:{self.port}"
         self.headers = dict(headers or {})
+        for k, v in self.headers.items():
+            try:
+                f"{k}: {v}".encode("latin-1")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"header {k!r} has characters HTTP headers cannot carry") from e
+            if any(ch in f"{k}{v}" for ch in "\r\n"):
+                raise ValueError(f"header {k!r} contains a line break")
         self.timeout_s = timeout_s
         self._ssl: ssl.SSLContext | None = None
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Conn]] = weakref.WeakKeyDictionary()
@@ -139,7 +151,15 @@ class HTTPClient:
         self.connections_opened += 1
         return _Conn(reader, writer)
 
+    def _purge_closed_loops(self) -> None:
+        """Pools of finished event loops: nothing can use them again, so end them now (their
+        connections refer to their loop, so the weak dictionary alone would never drop them)."""
+        for loop in [lp for lp in list(self._idle.keys()) if lp.is_closed()]:
+            for c in self._idle.pop(loop, []):
+                c.close()
+
     def _take_idle(self) -> _Conn | None:
+        self._purge_closed_loops()
         pool = self._idle.get(asyncio.get_running_loop())
         while pool:
             c = pool.pop()
@@ -159,7 +179,8 @@ class HTTPClient:
             pool.append(c)
 
     async def aclose(self) -> None:
-        """Close the idle connections (those of other, finished event loops are dropped)."""
+        """Close the idle connections (those of this loop and of finished ones)."""
+        self._purge_closed_loops()
         for pool in list(self._idle.values()):
             for c in pool:
                 c.close()
@@ -181,8 +202,9 @@ class HTTPClient:
         """Send the request and read the status line and headers. A reused connection the
         server had closed (nothing at all read back) is replaced once by a new one."""
         data = self._encode(method, path, body, accept)
+        fresh = False  # after one failed reused connection, the retry takes a new one
         while True:
-            c = self._take_idle() or await self._open()
+            c = (None if fresh else self._take_idle()) or await self._open()
             try:
                 c.writer.write(data)
                 await c.writer.drain()
@@ -191,11 +213,13 @@ class HTTPClient:
             except _NothingRead as e:
                 c.close()
                 if c.reused:
+                    fresh = True
                     continue
                 raise ProtocolFailure("the server closed the connection without answering") from e
             except (ConnectionError, OSError) as e:
                 c.close()
                 if c.reused:
+                    fresh = True
                     continue
                 raise ProtocolFailure(f"the connection broke ({type(e).__name__})") from e
             except BaseException:
@@ -272,6 +296,9 @@ class HTTPClient:
                             raise ProtocolFailure(f"an event is not JSON ({e})") from e
                 if done:
                     break
+            if not done and buf.rstrip(b"\r").startswith(b"data:"):  # a last line with no newline
+                line = buf.rstrip(b"\r")
+                data_lines.append(line[6:] if line[5:6] == b" " else line[5:])
             if not done and data_lines:  # a last event with no blank line after it
                 data = b"\n".join(data_lines)
                 if data.strip() == b"[DONE]":
@@ -299,9 +326,17 @@ class _NothingRead(Exception):
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    interim = False  # an interim (1xx) answer came: the request reached the server
     while True:
-        line = await reader.readline()
+        try:
+            line = await reader.readline()
+        except (ConnectionError, OSError) as e:
+            if interim:
+                raise ProtocolFailure(f"the connection broke after an interim answer ({type(e).__name__})") from e
+            raise
         if not line:
+            if interim:
+                raise ProtocolFailure("the server closed the connection after an interim answer")
             raise _NothingRead()
         parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
@@ -327,13 +362,17 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
         if parts[0] == "HTTP/1.0" and "keep-alive" not in headers.get("connection", "").lower():
             headers["connection"] = "close"
         if 100 <= status < 200:  # 100 Continue and friends: the real answer follows
+            interim = True
             continue
+        headers[":status"] = str(status)
         return status, headers
 
 
 def _reusable(headers: dict[str, str]) -> bool:
     if "close" in headers.get("connection", "").lower():
         return False
+    if headers.get(":status") in ("204", "304"):
+        return True
     return "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()
 
 
@@ -343,7 +382,8 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
 
 
 async def _iter_body(reader: asyncio.StreamReader, headers: dict[str, str], idle_timeout_s: float | None) -> AsyncIterator[bytes]:
-    """The body's bytes as they come: chunked, by Content-Length, or up to connection close."""
+    """The body's bytes as they come: chunked, by Content-Length, or up to connection close.
+    204 and 304 answers have no body whatever their headers say (RFC 9112, 6.3)."""
 
     async def timed(coro: Any) -> Any:
         if idle_timeout_s is None:
@@ -351,16 +391,17 @@ async def _iter_body(reader: asyncio.StreamReader, headers: dict[str, str], idle
         async with asyncio.timeout(idle_timeout_s):
             return await coro
 
+    if headers.get(":status") in ("204", "304"):
+        return
     if "chunked" in headers.get("transfer-encoding", "").lower():
         while True:
             line = await timed(reader.readline())
             if not line:
                 raise asyncio.IncompleteReadError(b"", None)
             size_txt = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_txt, 16)
-            except ValueError as e:
-                raise ProtocolFailure(f"bad chunk size {size_txt[:20]!r}") from e
+            if not size_txt or any(ch not in b"0123456789abcdefABCDEF" for ch in size_txt):
+                raise ProtocolFailure(f"bad chunk size {size_txt[:20]!r}")
+            size = int(size_txt, 16)
             if size == 0:
                 while True:  # trailers, up to the empty line
                     t = await timed(reader.readline())

@@ -78,7 +78,9 @@ class OpenAIBackend(Backend):
             try:
                 self._http = HTTPClient(base_url or DEFAULT_BASE_URL, headers=headers, timeout_s=timeout_s)
             except ValueError as e:
-                raise ConfigError(f"backend {name!r}: base_url {base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1") from e
+                if "URL" in str(e):
+                    raise ConfigError(f"backend {name!r}: base_url {base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1") from e
+                raise ConfigError(f"backend {name!r}: the API key is not usable in an HTTP header ({e}): check the key variable") from e
         else:
             from openai import AsyncOpenAI
 
