@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..types import BackendError, Completion, ConfigError, Request, StreamEvent
+from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
 from .base import Backend
 
 
@@ -317,7 +317,7 @@ class LocalBackend(Backend):
         text = "".join(msg["content"] for msg in kw["messages"])
         n = m.count_tokens(text)
         if n + 16 >= m.n_ctx:
-            raise BackendError(
+            raise InputError(
                 f"{self.describe()}: the prompt has about {n} tokens, over the context window of {m.n_ctx}: "
                 "shorten it, lower n/k, or raise n_ctx for this backend"
             )

@@ -32,10 +32,9 @@ def from_exception(e: BaseException) -> ApiError:
     """Map an engine failure to the status a client should see."""
     msg = str(e) or type(e).__name__
     if isinstance(e, InputError):
-        return ApiError(400, msg, "invalid_request_error", "input_rejected", "messages")
+        code = "context_length_exceeded" if "over the context window" in msg else "input_rejected"
+        return ApiError(400, msg, "invalid_request_error", code, "messages")
     if isinstance(e, BackendError):
-        if "over the context window" in msg:
-            return ApiError(400, msg, "invalid_request_error", "context_length_exceeded", "messages")
         if e.timeout:
             return ApiError(504, f"an upstream model timed out: {msg}", "upstream_error", "upstream_timeout")
         return ApiError(502, f"an upstream model failed: {msg}", "upstream_error", "upstream_error")
