@@ -16,7 +16,7 @@ from typing import Any
 
 from .common import machine
 
-NAMES = ("critical", "throughput", "batched", "cost", "cache")
+NAMES = ("critical", "throughput", "batched", "steps", "cost", "cache")
 
 
 def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
@@ -32,6 +32,10 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
         from . import batched as m
 
         res = m.run(tokens=32 if quick else 96, repeats=1 if quick else 3)
+    elif name == "steps":
+        from . import steps as m
+
+        res = m.run(steps=10 if quick else 30)
     elif name == "cost":
         from . import cost as m
 
