@@ -299,3 +299,28 @@ def test_roles_that_copy_the_prompt_template_are_not_roles():
 
     echoed = '{"roles": [{"name": "short title", "description": "one or two sentences written to the assistant, starting with \'You are\'"}, {"name": "Chemist", "description": "You are a chemist who loves precise units."}]}'
     assert parse_roles(echoed, 3) == ["You are a chemist who loves precise units."]
+
+
+def _cut_at(stage):
+    """A responder whose `stage` call stops at max_tokens (finish_reason "length")."""
+    from smoa.types import Completion
+
+    base = mixture_responder()
+
+    def respond(req):
+        if stage_of(req) == stage:
+            return Completion(text="The answer is", prompt_tokens=3, completion_tokens=3, model=req.model, finish_reason="length")
+        return base(req)
+    return respond
+
+
+@pytest.mark.parametrize(("method", "cut", "want"), [
+    ("moa", "aggregate", "length"), ("moa", "propose", "stop"), ("smoa", "aggregate", "length"),
+    ("single", "propose", "length"), ("smoa", None, "stop"),
+])
+def test_finish_reason_follows_the_call_that_wrote_the_answer(method, cut, want):
+    extra = {"n": 3, "k": 2} if method == "smoa" else {"n": 2} if method == "moa" else {}
+    _, pipe = make(method, responder=_cut_at(cut) if cut else None, **extra)
+    r = run(pipe)
+    assert r.finish_reason == want
+    assert all(c.finish_reason == ("length" if c.stage == cut else "stop") for c in r.trace.calls)

@@ -94,6 +94,16 @@ class Result:
         """Faults the query survived: retries, dropped proposers, fallbacks (see Trace.health)."""
         return self.trace.health()
 
+    @property
+    def finish_reason(self) -> str:
+        """"length" when the call that wrote the answer stopped at max_tokens, else "stop"
+        (a vote, like mad's, writes nothing and counts as "stop")."""
+        calls = [c for c in self.trace.calls if not c.error]
+        final = next((c for c in reversed(calls) if c.stage == "aggregate"), None)
+        if final is None and self.trace.method == "single":
+            final = next((c for c in reversed(calls) if c.stage == "propose"), None)
+        return "length" if final is not None and final.finish_reason == "length" else "stop"
+
     def to_dict(self) -> dict[str, Any]:
         return {"answer": self.answer, "cost": self.cost, "health": self.health, "trace": self.trace.to_dict()}
 
@@ -208,6 +218,7 @@ class Engine:
         rec.prompt_tokens = comp.prompt_tokens
         rec.completion_tokens = comp.completion_tokens
         rec.cached = comp.cached
+        rec.finish_reason = comp.finish_reason
         await self._emit(
             self.on_event,
             {"type": "call_end", "call": rec.id, "stage": stage, "layer": layer, "agent": agent.name,

@@ -31,6 +31,7 @@ class CallRecord:
     started_at: float = 0.0  # seconds since the trace started
     error: str | None = None
     cached: bool = False
+    finish_reason: str | None = None  # the endpoint's: "stop", "length" (max_tokens hit), ...
     decision: dict[str, Any] | None = None
     # reliability (smoa.wrappers): attempts made, the error of each failed attempt, and the
     # fallback agent ("backend:model") that answered instead, if any

@@ -79,6 +79,27 @@ def test_request_settings_reach_the_agents(make_server):
     assert all(c.settings.max_tokens == 17 and c.settings.temperature == 0.2 for c in calls)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_finish_reason_is_length_when_the_aggregator_was_cut(make_server, stream):
+    from smoa.testing import stage_of
+    from smoa.types import Completion
+
+    base = mixture_responder()
+
+    def respond(req):
+        if stage_of(req) == "aggregate":
+            return Completion(text="The answer", prompt_tokens=2, completion_tokens=2, model=req.model, finish_reason="length")
+        return base(req)
+    srv = make_server(backend=ScriptedBackend(responder=respond))
+    kw = {"model": "moa", "messages": [{"role": "user", "content": "12*7?"}], "extra_body": {"smoa": {"n": 2, "max_rounds": 1}}}
+    if stream:
+        chunks = list(client(srv).chat.completions.create(stream=True, **kw))
+        finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finals == ["length"]
+    else:
+        assert client(srv).chat.completions.create(**kw).choices[0].finish_reason == "length"
+
+
 def test_streaming_sends_answer_in_chunks_with_usage(make_server):
     words = ["The ", "answer ", "is ", "84."]
     be = ScriptedBackend(responder=mixture_responder(aggregate="".join(words)))

@@ -233,7 +233,7 @@ async def complete(state: ServerState, req: ChatRequest, pipe: Any, messages: tu
         "model": req.model,
         "system_fingerprint": None,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": result.answer}, "logprobs": None, "finish_reason": "stop"}
+            {"index": 0, "message": {"role": "assistant", "content": result.answer}, "logprobs": None, "finish_reason": result.finish_reason}
         ],
         "usage": usage_of(result),
         "smoa": _meta(result, base_path),
@@ -317,7 +317,7 @@ async def _stream_body(run: QueryRun, first: tuple[str, Any] | None, model: str,
             yield "data: [DONE]\n\n"
             return
         result = run.task.result()
-        yield _sse(chunk({}, "stop", smoa=_meta(result, base_path)))
+        yield _sse(chunk({}, result.finish_reason, smoa=_meta(result, base_path)))
         if include_usage:
             yield _sse({
                 "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
