@@ -233,7 +233,25 @@ def test_too_few_roles_filled_and_not_cached():
     assert r.trace.roles[0] == "You are A."
     assert r.trace.config["roles_fallback"] == 2
     assert len(set(r.trace.roles)) == 3
+    # not written to disk, but reused in this process: a weak generator costs one call, not one per query
+    r2 = run(pipe)
+    assert r2.trace.config["roles_source"] == "session" and r2.trace.config["roles_fallback"] == 2
+    assert [c.stage for c in r2.trace.calls].count("role") == 0 and r2.trace.roles == r.trace.roles
+    from smoa import roles as roles_mod
+
+    roles_mod._session.clear()  # as a new process would start
     assert run(pipe).trace.config["roles_source"] == "generated"
+
+
+def test_queries_that_start_together_generate_roles_once():
+    be, pipe = make("smoa", mixture_responder(propose=numbered), n=3, k=2, max_rounds=1)
+
+    async def many():
+        return await asyncio.gather(*(Engine(pipe).run(f"q{i}") for i in range(4)))
+    rs = asyncio.run(many())
+    assert sum(1 for r in rs for c in r.trace.calls if c.stage == "role") == 1
+    assert sorted(r.trace.config["roles_source"] for r in rs) == ["cache", "cache", "cache", "generated"]
+    assert all(r.trace.roles == rs[0].trace.roles for r in rs)
 
 
 def test_user_roles_skip_generation():

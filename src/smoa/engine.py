@@ -239,10 +239,25 @@ class Engine:
             return own
         gen = p.role_generator
         key = roles_mod.roles_key(p.dataset, p.task, p.n, f"{gen.backend.describe()}|{gen.model}")
+        if not self.role_cache:
+            generated = await self._generate_roles(trace, key)
+        else:
+            async with roles_mod.key_lock(key):
+                generated = await self._generate_roles(trace, key)
+        return [own[i] if own[i] is not None else generated[i] for i in range(p.n)]
+
+    async def _generate_roles(self, trace: Trace, key: str) -> list[str]:
+        p = self.pipeline
+        gen = p.role_generator
         cached = roles_mod.load_cached(key) if self.role_cache else None
+        session = roles_mod.recalled(key) if self.role_cache and cached is None else None
         if cached is not None and len(cached) >= p.n:
             generated = cached[: p.n]
             trace.config["roles_source"] = "cache"
+        elif session is not None and len(session[0]) >= p.n:
+            generated = session[0][: p.n]
+            trace.config["roles_source"] = "session"  # generated earlier in this process, padded
+            trace.config["roles_fallback"] = session[1]
         else:
             msgs = [{"role": "user", "content": render("roles", n=p.n, dataset=p.dataset, task=p.task)}]
             try:
@@ -257,7 +272,9 @@ class Engine:
                 trace.config["roles_fallback"] = added
             if self.role_cache and added == 0:
                 roles_mod.store(key, generated, {"dataset": p.dataset, "task": p.task, "n": p.n})
-        return [own[i] if own[i] is not None else generated[i] for i in range(p.n)]
+            elif self.role_cache:
+                roles_mod.remember(key, generated, added)
+        return generated
 
     def proposer_messages(
         self, conv: tuple[Message, ...], policy: Policy, layer: int, i: int, role: str | None,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import weakref
 from pathlib import Path
 
 from .prompting import _load
@@ -59,6 +61,27 @@ def store(key: str, roles: list[str], meta: dict) -> None:
         tmp.replace(d / f"{key}.json")
     except OSError:
         pass  # a cache that cannot be written is not an error
+
+
+# Roles padded with built-in ones are not written to disk (another process may ask the
+# generator again), but this process reuses them: a generator that cannot give n roles then
+# costs one call per process, not one per query.
+_session: dict[tuple[str, str], tuple[list[str], int]] = {}
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+def remember(key: str, roles: list[str], added: int) -> None:
+    _session[(str(cache_dir()), key)] = (list(roles), added)
+
+
+def recalled(key: str) -> tuple[list[str], int] | None:
+    return _session.get((str(cache_dir()), key))
+
+
+def key_lock(key: str) -> asyncio.Lock:
+    """One lock per key and event loop: queries that start together generate roles once."""
+    locks = _locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(key, asyncio.Lock())
 
 
 def fill_roles(roles: list[str], n: int) -> tuple[list[str], int]:
