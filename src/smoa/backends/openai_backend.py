@@ -3,7 +3,7 @@
 Two HTTP clients, same behaviour (errors, time-outs, structured-output step-down):
 
 - `builtin` (`smoa.backends.httpclient`): a small HTTP/1.1 client that sends and reads
-  JSON and nothing more; about a tenth of the openai SDK's CPU per call, which is what
+  JSON and nothing more; under a tenth of the openai SDK's CPU per call, which is what
   lets one process keep a fast local server busy (BENCHMARKS.md, throughput);
 - `openai-sdk`: the official `openai` package (httpx): proxies, HTTP/2 and whatever
   the SDK adds.
