@@ -37,6 +37,14 @@ MAX_IDLE_PER_LOOP = 256
 READ_LIMIT = 16 * 1024 * 1024  # longest line (headers, chunk sizes, SSE lines)
 
 
+class InvalidURL(ValueError):
+    """The base URL is not an http(s) URL with a host."""
+
+
+class InvalidHeader(ValueError):
+    """A header (e.g. one carrying an API key) cannot be sent in HTTP/1.1."""
+
+
 class HTTPFailure(Exception):
     """Base class: every failure of this client is one of the subclasses below."""
 
@@ -105,7 +113,7 @@ class HTTPClient:
     def __init__(self, base_url: str, headers: dict[str, str] | None = None, timeout_s: float = 600.0) -> None:
         u = urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
+            raise InvalidURL(f"not an http(s) URL: {base_url!r}")
         self.scheme = u.scheme
         self.host = u.hostname
         self.port = u.port or (443 if u.scheme == "https" else 80)
@@ -118,9 +126,9 @@ class HTTPClient:
             try:
                 f"{k}: {v}".encode("latin-1")
             except UnicodeEncodeError as e:
-                raise ValueError(f"header {k!r} has characters HTTP headers cannot carry") from e
+                raise InvalidHeader(f"header {k!r} has characters HTTP headers cannot carry") from e
             if any(ch in f"{k}{v}" for ch in "\r\n"):
-                raise ValueError(f"header {k!r} contains a line break")
+                raise InvalidHeader(f"header {k!r} contains a line break")
         self.timeout_s = timeout_s
         self._ssl: ssl.SSLContext | None = None
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Conn]] = weakref.WeakKeyDictionary()

@@ -14,6 +14,7 @@ Two HTTP clients, same behaviour (errors, time-outs, structured-output step-down
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -26,6 +27,8 @@ from .httpclient import (
     ConnectFailure,
     HTTPClient,
     HTTPFailure,
+    InvalidHeader,
+    InvalidURL,
     ProtocolFailure,
     StatusFailure,
     TimeoutFailure,
@@ -69,17 +72,17 @@ class OpenAIBackend(Backend):
         if http_client == "auto":
             http_client = "openai-sdk" if _proxy_applies(base_url or DEFAULT_BASE_URL) else "builtin"
         self.http_client = http_client
-        self._client: Any = None
-        self._http: HTTPClient | None = None
+        self._client: Any = None  # the AsyncOpenAI client, when http_client is openai-sdk
+        self._http: HTTPClient | _SDKTransport
         if http_client == "builtin":
             headers = {"User-Agent": f"smoa/{__version__}"}
             if api_key:
                 headers["Authorization"] = f"Bearer {api_key}"
             try:
                 self._http = HTTPClient(base_url or DEFAULT_BASE_URL, headers=headers, timeout_s=timeout_s)
-            except ValueError as e:
-                if "URL" in str(e):
-                    raise ConfigError(f"backend {name!r}: base_url {base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1") from e
+            except InvalidURL as e:
+                raise ConfigError(f"backend {name!r}: base_url {base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1") from e
+            except InvalidHeader as e:
                 raise ConfigError(f"backend {name!r}: the API key is not usable in an HTTP header ({e}): check the key variable") from e
         else:
             from openai import AsyncOpenAI
@@ -88,6 +91,7 @@ class OpenAIBackend(Backend):
             self._client = AsyncOpenAI(
                 base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
             )
+            self._http = _SDKTransport(self._client)
         self.base_url = base_url
         self.name = name
         if structured not in ("json_schema", "json_object", "none"):
@@ -134,10 +138,7 @@ class OpenAIBackend(Backend):
             kw["response_format"] = {"type": "json_object"}
         return kw
 
-    # -- the built-in client -------------------------------------------------------------
     async def complete(self, request: Request) -> Completion:
-        if self._http is None:
-            return await self._complete_sdk(request)
         self.check_context(request)
         kw = self._kwargs(request)
         while True:
@@ -157,10 +158,6 @@ class OpenAIBackend(Backend):
         return _completion(d, request, self)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
-        if self._http is None:
-            async for ev in self._stream_sdk(request):
-                yield ev
-            return
         self.check_context(request)
         kw = self._stream_kwargs(request)
         parts: list[str] = []
@@ -212,92 +209,55 @@ class OpenAIBackend(Backend):
         kw["stream_options"] = {"include_usage": True}
         return kw
 
-    # -- the openai SDK ----------------------------------------------------------------
-    async def _complete_sdk(self, request: Request) -> Completion:
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class _SDKTransport:
+    """The openai SDK behind HTTPClient's calls: JSON in, dicts out, its errors turned into
+    the same HTTPFailures, so both clients share one code path in OpenAIBackend."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def request_json(self, method: str, path: str, payload: dict[str, Any]) -> Any:
         import openai
 
-        self.check_context(request)
-        kw = self._kwargs(request)
         try:
-            resp = await self._client.chat.completions.create(**kw)
-        except openai.APIStatusError as e:
-            if "response_format" in kw and _rejects_structured(e.status_code, _sdk_message(e)):
-                # The endpoint does not take this kind of structured output: step down
-                # (json_schema -> json_object -> none) for good, and ask again.
-                while "response_format" in kw:
-                    self.structured = "json_object" if self.structured == "json_schema" else "none"
-                    kw = self._kwargs(request)
-                    try:
-                        resp = await self._client.chat.completions.create(**kw)
-                        break
-                    except openai.APIStatusError as e2:
-                        if "response_format" in kw and _rejects_structured(e2.status_code, _sdk_message(e2)):
-                            continue
-                        raise _wrap(e2, self) from e2
-                    except openai.APIError as e2:
-                        raise _wrap(e2, self) from e2
-            else:
-                raise _wrap(e, self) from e
-        except openai.APIError as e:
-            raise _wrap(e, self) from e
-        except ValueError as e:  # the body was not JSON (json.JSONDecodeError)
-            raise _malformed(e, self) from e
-        if not getattr(resp, "choices", None) or getattr(resp.choices[0], "message", None) is None:
-            raise BackendError(f"{self.describe()}: malformed response: no choices with a message", retryable=True)
-        choice = resp.choices[0]
-        usage = resp.usage
-        return Completion(
-            text=choice.message.content or "",
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            model=resp.model or request.model,
-            finish_reason=choice.finish_reason,
-        )
+            resp = await self.client.chat.completions.create(**payload)
+        except (openai.APIError, ValueError) as e:  # ValueError: a body that is not JSON
+            raise _sdk_failure(e) from e
+        return resp.model_dump()
 
-    async def _stream_sdk(self, request: Request) -> AsyncIterator[StreamEvent]:
+    async def stream_events(self, path: str, payload: dict[str, Any]) -> AsyncIterator[Any]:
         import openai
 
-        self.check_context(request)
-        kw = self._stream_kwargs(request)
-        parts: list[str] = []
-        usage = None
-        finish = None
-        model = request.model
         try:
-            stream = await self._client.chat.completions.create(**kw)
+            stream = await self.client.chat.completions.create(**payload)
             async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if chunk.model:
-                    model = chunk.model
-                for ch in chunk.choices:
-                    if ch.delta and ch.delta.content:
-                        parts.append(ch.delta.content)
-                        yield StreamEvent(delta=ch.delta.content)
-                    if ch.finish_reason:
-                        finish = ch.finish_reason
-        except openai.APIError as e:
-            raise _wrap(e, self) from e
-        except ValueError as e:  # a chunk that is not JSON
-            raise _malformed(e, self) from e
-        if finish is None:
-            # the connection ended before the last chunk: the answer may be cut short
-            raise BackendError(f"{self.describe()}: the stream ended early (no finish_reason): the answer is incomplete", retryable=True)
-        yield StreamEvent(
-            completion=Completion(
-                text="".join(parts),
-                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                model=model,
-                finish_reason=finish,
-            )
-        )
+                yield chunk.model_dump()
+        except (openai.APIError, ValueError) as e:
+            raise _sdk_failure(e) from e
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-        else:
-            await self._client.close()
+        await self.client.close()
+
+
+def _sdk_failure(e: Exception) -> HTTPFailure:
+    import openai
+
+    if isinstance(e, openai.APITimeoutError):  # before APIConnectionError, its base class
+        return TimeoutFailure(type(e).__name__)
+    if isinstance(e, openai.APIConnectionError):
+        return ConnectFailure(type(e).__name__)
+    if isinstance(e, openai.APIStatusError):
+        headers = {k.lower(): v for k, v in e.response.headers.items()}
+        try:
+            body = e.response.content
+        except Exception:  # noqa: BLE001 - a streamed response whose body was not read
+            body = json.dumps({"error": {"message": str(getattr(e, "message", "") or e)}}).encode()
+        return StatusFailure(e.status_code, headers, body)
+    return ProtocolFailure(f"{type(e).__name__}: {e}")
 
 
 def _proxy_applies(url: str) -> bool:
@@ -355,48 +315,8 @@ def _failure(e: HTTPFailure, backend: OpenAIBackend) -> BackendError:
         )
     if isinstance(e, TimeoutFailure):
         return BackendError(f"{where}: no reply in time ({e}): the endpoint is slow or hanging", retryable=True, timeout=True)
-    if isinstance(e, ProtocolFailure):
-        return BackendError(f"{where}: malformed response: {_first_line(str(e))}", retryable=True)
-    return BackendError(f"{where}: {type(e).__name__}: {_first_line(str(e))}", retryable=True)
-
-
-def _sdk_message(e: Exception) -> str:
-    return str(getattr(e, "message", "") or e)
-
-
-def _wrap(e: Exception, backend: OpenAIBackend) -> BackendError:
-    """One clear, redacted line; with the HTTP status and Retry-After for the retry wrapper."""
-    import openai
-
-    where = backend.describe()
-    retryable: bool | None = None
-    if isinstance(e, openai.APITimeoutError):
-        msg = f"{where}: no reply in time (APITimeoutError): the endpoint is slow or hanging"
-        retryable = True
-    elif isinstance(e, openai.APIConnectionError):
-        msg = f"{where}: cannot reach the endpoint ({type(e).__name__}): check base_url and that the server is running"
-        retryable = True
-    elif isinstance(e, openai.AuthenticationError):
-        msg = f"{where}: the endpoint refused the API key (401): check the key variable"
-    elif isinstance(e, openai.NotFoundError):
-        msg = f"{where}: not found (404): check the model name and base_url"
-    elif isinstance(e, openai.APIStatusError):
-        msg = f"{where}: the endpoint answered {e.status_code}: {_first_line(getattr(e, 'message', str(e)))}"
-    elif isinstance(e, openai.APIResponseValidationError):
-        msg = f"{where}: malformed response: {_first_line(str(e))}"
-        retryable = True
-    else:
-        msg = f"{where}: {type(e).__name__}: {_first_line(str(e))}"
-    status = getattr(e, "status_code", None)
-    err_cls = InputError if isinstance(e, openai.BadRequestError) and _is_context_error(_sdk_message(e)) else BackendError
-    return err_cls(
-        msg, status_code=status, retry_after=_retry_after(e), retryable=retryable,
-        timeout=isinstance(e, openai.APITimeoutError),
-    )
-
-
-def _malformed(e: Exception, backend: OpenAIBackend) -> BackendError:
-    return BackendError(f"{backend.describe()}: malformed response ({type(e).__name__}): {_first_line(str(e))}", retryable=True)
+    # ProtocolFailure (StatusFailure is _status_error's)
+    return BackendError(f"{where}: malformed response: {_first_line(str(e))}", retryable=True)
 
 
 def _rejects_structured(status: int | None, message: str) -> bool:
@@ -415,12 +335,6 @@ def _rejects_structured(status: int | None, message: str) -> bool:
 def _is_context_error(message: str) -> bool:
     text = message.lower()
     return "context" in text and ("length" in text or "window" in text or "too long" in text)
-
-
-def _retry_after(e: Exception) -> float | None:
-    """Seconds from a Retry-After (or retry-after-ms) header, if the endpoint sent one."""
-    resp = getattr(e, "response", None)
-    return _retry_after_headers(getattr(resp, "headers", None))
 
 
 def _retry_after_headers(headers: Mapping[str, str] | None) -> float | None:
