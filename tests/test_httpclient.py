@@ -791,6 +791,15 @@ async def collect(client: HTTPClient, path: str = "/chat/completions", payload=N
     return [e async for e in client.stream_events(path, payload if payload is not None else {"stream": True})]
 
 
+async def collect_until_failure(client: HTTPClient, exc: type[Exception], match: str | None = None) -> list:
+    """The events a stream yields before it fails with `exc` (which it must)."""
+    got: list = []
+    with pytest.raises(exc, match=match):
+        async for e in client.stream_events("/x", {}):
+            got.append(e)
+    return got
+
+
 def test_sse_events_split_at_awkward_places():
     e = "é"
     body = (
@@ -892,11 +901,7 @@ def test_sse_non_json_event_is_a_protocol_failure():
     async def main():
         raw = chunked_head(content_type="text/event-stream") + chunk('data: {"n": 1}\n\ndata: oops\n\n') + b"0\r\n\r\n"
         async with RawServer(_stream_handler(raw)) as srv:
-            got = []
-            with pytest.raises(ProtocolFailure, match="not JSON"):
-                async for e in HTTPClient(srv.url()).stream_events("/x", {}):
-                    got.append(e)
-            assert got == [{"n": 1}]
+            assert await collect_until_failure(HTTPClient(srv.url()), ProtocolFailure, "not JSON") == [{"n": 1}]
 
     run(main, all_closed=True)
 
@@ -905,11 +910,7 @@ def test_sse_cut_mid_chunk_is_a_protocol_failure():
     async def main():
         raw = chunked_head(content_type="text/event-stream") + chunk('data: {"n": 1}\n\n') + b"40\r\ndata: {\"n"
         async with RawServer(_stream_handler(raw)) as srv:
-            got = []
-            with pytest.raises(ProtocolFailure, match="cut off"):
-                async for e in HTTPClient(srv.url()).stream_events("/x", {}):
-                    got.append(e)
-            assert got == [{"n": 1}]
+            assert await collect_until_failure(HTTPClient(srv.url()), ProtocolFailure, "cut off") == [{"n": 1}]
 
     run(main, all_closed=True)
 
@@ -918,11 +919,8 @@ def test_sse_stall_between_events_is_a_timeout_failure():
     async def main():
         raw = chunked_head(content_type="text/event-stream") + chunk('data: {"n": 1}\n\n')
         async with RawServer(_stream_handler(raw, stall_after=True)) as srv:
-            got = []
             t0 = time.monotonic()
-            with pytest.raises(TimeoutFailure):
-                async for e in HTTPClient(srv.url(), timeout_s=0.3).stream_events("/x", {}):
-                    got.append(e)
+            got = await collect_until_failure(HTTPClient(srv.url(), timeout_s=0.3), TimeoutFailure)
             assert got == [{"n": 1}] and 0.25 <= time.monotonic() - t0 < 3
             await srv.wait_for(lambda: srv.eofs == 1)
 

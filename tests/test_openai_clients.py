@@ -105,27 +105,16 @@ def test_unreachable_endpoint(client):
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_server_error_carries_its_status(client):
-    with _faulty("500") as srv:
-        with pytest.raises(BackendError, match="the endpoint answered 500") as ei:
+@pytest.mark.parametrize(("fault", "match", "expected"), [
+    ("500", "the endpoint answered 500", {"status_code": 500}),  # a server error carries its status
+    ("429", None, {"status_code": 429, "retry_after": pytest.approx(0.25)}),  # a rate limit, its Retry-After
+    ("malformed", "malformed response", {"retryable": True}),  # a body that is not JSON: retryable
+])
+def test_faults_become_errors_with_their_details(client, fault, match, expected):
+    with _faulty(fault) as srv:
+        with pytest.raises(BackendError, match=match) as ei:
             complete(OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0), req())
-    assert ei.value.status_code == 500
-
-
-@pytest.mark.parametrize("client", CLIENTS)
-def test_rate_limit_carries_retry_after(client):
-    with _faulty("429") as srv:
-        with pytest.raises(BackendError) as ei:
-            complete(OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0), req())
-    assert ei.value.status_code == 429 and ei.value.retry_after == pytest.approx(0.25)
-
-
-@pytest.mark.parametrize("client", CLIENTS)
-def test_malformed_body_is_a_retryable_error(client):
-    with _faulty("malformed") as srv:
-        with pytest.raises(BackendError, match="malformed response") as ei:
-            complete(OpenAIBackend(base_url=srv.base_url, http_client=client, max_retries=0), req())
-    assert ei.value.retryable is True
+    assert {k: getattr(ei.value, k) for k in expected} == expected
 
 
 @pytest.mark.parametrize("client", CLIENTS)
