@@ -37,68 +37,52 @@ def _convert(src: str, dst: Path, type_name: str) -> str:
 
 
 def _measure(path: str, n_threads: int | None, steps: int, prompt_len: int = 40) -> dict[str, float]:
-    import os
-
+    """t(1), t(4) and prompt time on the model as the local backend loads it (its context,
+    threads and multi-sequence KV cache), fed through its BatchDecoder's batch."""
     import llama_cpp as L
 
-    from smoa.backends import local
+    from smoa.backends.local import get_model
 
-    local._patch_amx()
-    nt = n_threads or max(1, os.cpu_count() or 1)
-    with local._multi_sequence_context(8):
-        llm = L.Llama(model_path=path, n_ctx=2048, n_threads=nt, n_threads_batch=nt, n_batch=512, verbose=False)
-    ctx = llm.ctx
-    batch = L.llama_batch_init(512, 0, 8)
-    mem = L.llama_get_memory(ctx)
+    m = get_model(Path(path), 1024, n_threads)
+    dec = m.decoder
+    mem = L.llama_get_memory(m.llm.ctx)
 
-    def put(i: int, tok: int, pos: int, seq: int, logits: bool) -> None:
-        batch.token[i] = tok
-        batch.pos[i] = pos
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq
-        batch.logits[i] = 1 if logits else 0
+    def decode_timed(n: int) -> float:
+        t = time.perf_counter()
+        dec._decode(n)
+        return time.perf_counter() - t
 
-    def step_times(m: int) -> list[float]:
+    def step_times(k_seqs: int) -> list[float]:
         L.llama_memory_clear(mem, True)
-        for s in range(m):  # a prompt per sequence, as a layer of proposers has
+        for s in range(k_seqs):  # a prompt per sequence, as a layer of proposers has
             for p in range(prompt_len):
-                put(p, 100 + p + s, p, s, False)
-            batch.n_tokens = prompt_len
-            L.llama_decode(ctx, batch)
+                dec._put(p, 100 + p + s, p, s, False)
+            dec._decode(prompt_len)
         out = []
         for k in range(steps):
-            for s in range(m):
-                put(s, 200 + k, prompt_len + k, s, True)
-            batch.n_tokens = m
-            t = time.perf_counter()
-            if L.llama_decode(ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed")
-            out.append(time.perf_counter() - t)
+            for s in range(k_seqs):
+                dec._put(s, 200 + k, prompt_len + k, s, True)
+            out.append(decode_timed(k_seqs))
         return out
 
     def prompt_time(n: int) -> float:
         L.llama_memory_clear(mem, True)
         for p in range(n):
-            put(p, 100 + p, p, 0, p == n - 1)
-        batch.n_tokens = n
-        t = time.perf_counter()
-        L.llama_decode(ctx, batch)
-        return time.perf_counter() - t
+            dec._put(p, 100 + p, p, 0, p == n - 1)
+        return decode_timed(n)
 
-    try:
+    with m.lock:
         step_times(1)  # warm-up
         t1s, t4s, pts = [], [], []
         for _ in range(3):  # interleaved: load on the machine hits both alike
             t1s += step_times(1)
             t4s += step_times(4)
             pts.append(prompt_time(44) / 44)
-        t1, t4 = statistics.median(t1s), statistics.median(t4s)
-        return {"t1_ms": 1000 * t1, "t4_ms": 1000 * t4, "ceiling_4": 4 * t1 / t4,
-                "prompt_ms_per_token": 1000 * statistics.median(pts), "gen_tok_s_1": 1 / t1, "gen_tok_s_4": 4 / t4,
-                "file_mb": Path(path).stat().st_size / 1e6}
-    finally:
-        L.llama_batch_free(batch)
-        llm.close()
+        L.llama_memory_clear(mem, True)
+    t1, t4 = statistics.median(t1s), statistics.median(t4s)
+    return {"t1_ms": 1000 * t1, "t4_ms": 1000 * t4, "ceiling_4": 4 * t1 / t4,
+            "prompt_ms_per_token": 1000 * statistics.median(pts), "gen_tok_s_1": 1 / t1, "gen_tok_s_4": 4 / t4,
+            "file_mb": Path(path).stat().st_size / 1e6}
 
 
 def run(steps: int = 30, n_threads: int | None = None, types: tuple[str, ...] = TYPES) -> dict[str, Any]:
