@@ -315,21 +315,26 @@ class LocalBackend(Backend):
 
     def _check_context(self, m: _LoadedModel, kw: dict[str, Any]) -> None:
         text = "".join(msg["content"] for msg in kw["messages"])
-        n = m.count_tokens(text)
+        kw["max_tokens"] = self._fit_context(m, m.count_tokens(text), kw["max_tokens"])
+
+    def _fit_context(self, m: _LoadedModel, n: int, max_tokens: int) -> int:
+        """max_tokens cut to what the context leaves after an n-token prompt; an InputError
+        when the prompt alone does not fit."""
         if n + 16 >= m.n_ctx:
             raise InputError(
                 f"{self.describe()}: the prompt has about {n} tokens, over the context window of {m.n_ctx}: "
                 "shorten it, lower n/k, or raise n_ctx for this backend"
             )
-        kw["max_tokens"] = max(1, min(kw["max_tokens"], m.n_ctx - n - 16))
+        return max(1, min(max_tokens, m.n_ctx - n - 16))
 
     def job_for(self, request: Request, m: _LoadedModel) -> Any:
         """The prompt tokens and sampling that create_chat_completion would use, as a GenJob."""
         from .batching import GenJob
 
         kw = self._kwargs(request)
-        self._check_context(m, kw)
-        got = _capture_completion_call(m.llm, kw)
+        got = _capture_completion_call(m.llm, kw)  # the exact prompt tokens: no second tokenization
+        tokens = list(got["prompt"])
+        max_tokens = self._fit_context(m, len(tokens), int(got.get("max_tokens") or kw["max_tokens"]))
         stop = got.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         seed = got.get("seed")
@@ -338,8 +343,8 @@ class LocalBackend(Backend):
 
             seed = random.randrange(2**32)
         return GenJob(
-            tokens=list(got["prompt"]),
-            max_tokens=int(got.get("max_tokens") or kw["max_tokens"]),
+            tokens=tokens,
+            max_tokens=max_tokens,
             temperature=float(got.get("temperature", 0.2)),
             top_p=float(got.get("top_p", 0.95)),
             top_k=int(got.get("top_k", 40)),
