@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown benchmark(s) {', '.join(bad)}: use {', '.join(NAMES)}")
     info = machine()
-    print(f"machine: {info['cpus']} CPUs ({info['cpu']}), Python {info['python']}{'  [quick]' if a.quick else ''}")
+    print(f"machine: {info['cpus']} CPUs ({info['cpu']}; {info['simd']}), Python {info['python']}{'  [quick]' if a.quick else ''}")
     results: dict[str, Any] = {"machine": info, "quick": a.quick}
     for name in names:
         t0 = time.perf_counter()

@@ -71,7 +71,11 @@ def machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"cpus": os.cpu_count(), "cpu": model or platform.processor(), "python": platform.python_version()}
+    from smoa.backends.batchcheck import cpu_simd
+
+    # ggml picks its kernels by instruction set: every run names the flags it ran with
+    return {"cpus": os.cpu_count(), "cpu": model or platform.processor(), "simd": cpu_simd(),
+            "python": platform.python_version()}
 
 
 def verdict(value: float, target: float, op: str) -> str:

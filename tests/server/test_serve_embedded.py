@@ -118,8 +118,13 @@ def test_completion_and_usage_match_the_trace(server):
     assert resp.choices[0].message.content.strip()
     tr = trace_of(server, raw.headers["x-smoa-trace-id"])
     stages = [c["stage"] for c in tr["calls"]]
-    assert stages == ["propose"] * 3 + ["judge", "aggregate"]
-    assert len(tr["layers"][0]["kept"]) == 2 and len(tr["layers"][0]["dropped"]) == 1
+    # the judge runs unless at most k = 2 of the 3 answers are distinct (which answers the
+    # model writes depends on the CPU's kernels, so both shapes are legitimate)
+    if len(tr["layers"][0]["judge"]["candidates"]) > 2:
+        assert stages == ["propose"] * 3 + ["judge", "aggregate"]
+        assert len(tr["layers"][0]["kept"]) == 2 and len(tr["layers"][0]["dropped"]) == 1
+    else:
+        assert stages == ["propose"] * 3 + ["aggregate"]
     assert tr["answer"] == resp.choices[0].message.content
     assert all(c["prompt_tokens"] > 0 and c["completion_tokens"] > 0 for c in tr["calls"])
     assert resp.usage.prompt_tokens == sum(c["prompt_tokens"] for c in tr["calls"]) == tr["cost"]["total"]["prompt_tokens"]

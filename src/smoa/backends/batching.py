@@ -51,6 +51,9 @@ class GenResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
+    # with generate(..., keep_logits=True): (sampled token, copy of the logits it was sampled
+    # from) for every sampling step, the end-of-generation token included
+    steps: list[tuple[int, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -160,7 +163,16 @@ class BatchDecoder:
         return chain
 
     # -- the batch -----------------------------------------------------------------
-    def generate(self, jobs: list[GenJob]) -> list[GenResult]:
+    def logits(self, i: int) -> Any:
+        """A copy of the logits of batch row `i` of the last decode (numpy array, n_vocab)."""
+        import numpy as np
+
+        ptr = self.lib.llama_get_logits_ith(self.ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def generate(self, jobs: list[GenJob], keep_logits: bool = False) -> list[GenResult]:
+        """Run the jobs as one batch. `keep_logits` records, per sequence, every sampled token
+        with the logits it came from (for tests that check the batch against one sequence)."""
         if not jobs:
             return []
         m = len(jobs)
@@ -192,6 +204,7 @@ class BatchDecoder:
                     lib.llama_memory_seq_cp(mem, 0, s, -1, -1)
             # 2. every suffix, packed into as few decodes as fit; logits at each last token
             pending = [(s, p) for s, j in enumerate(jobs) for p in range(pre, len(j.tokens))]
+            steps: list[list[tuple[int, Any]]] = [[] for _ in jobs]
             first_tok: dict[int, int] = {}
             k = 0
             while k < len(pending):
@@ -205,6 +218,8 @@ class BatchDecoder:
                 self._decode(len(chunk))
                 for s, i in last_idx.items():
                     first_tok[s] = lib.llama_sampler_sample(samplers[s], self.ctx, i)
+                    if keep_logits:
+                        steps[s].append((first_tok[s], self.logits(i)))
                 k += len(chunk)
             st.prompt_evaluated = pre + len(pending)
             st.prompt_s = time.perf_counter() - t0
@@ -243,6 +258,8 @@ class BatchDecoder:
                 self._decode(len(live))
                 for i, s in enumerate(live):
                     nxt[s] = lib.llama_sampler_sample(samplers[s], self.ctx, i)
+                    if keep_logits:
+                        steps[s].append((nxt[s], self.logits(i)))
             st.generate_s = time.perf_counter() - t1
             st.generated = sum(len(o) for o in out)
         finally:
@@ -258,7 +275,7 @@ class BatchDecoder:
                 text = text[:cut]
             results.append(
                 GenResult(text=text, tokens=out[s], prompt_tokens=len(j.tokens), completion_tokens=len(out[s]),
-                          finish_reason=done[s] or "length")
+                          finish_reason=done[s] or "length", steps=steps[s])
             )
         return results
 
