@@ -18,6 +18,7 @@ from ..config import Pipeline
 from ..engine import Engine
 from ..trace import Trace, cost_of
 from ..types import ConfigError, SmoaError
+from .selection import proposal_texts
 from .store import Row
 
 # the error prefix of a row whose answer is fine but whose scorer crashed: such rows are
@@ -123,6 +124,13 @@ async def score_row(bench: Any, item: Any, row: Row, answers: list[str], judge: 
         row.score = None if math.isnan(v) else v
         row.correct = score.correct
         row.score_detail = _jsonable_detail(score.detail)
+        if getattr(bench, "checks_proposals", False):
+            # every proposal of every layer, for the judge's and moderator's figures (selection.py)
+            texts = proposal_texts(row.trace)
+            if texts:
+                row.score_detail["proposals"] = {
+                    cid: int(bool((await bench.ascore(item, text)).correct)) for cid, text in texts.items()
+                }
         return
     if judge is None:
         raise ConfigError(f"{bench.name} needs an LLM judge but none is configured")

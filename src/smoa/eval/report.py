@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..types import SmoaError
+from .selection import selection_summary
 from .store import STORE_NAME, ResultsStore
 
 STAGE_ORDER = ("role", "propose", "judge", "moderate", "aggregate")
@@ -49,6 +50,7 @@ class MethodStats:
     paired_n: int = 0
     pareto: bool = False
     scores_by_item: dict[str, float] = field(default_factory=dict, repr=False)
+    selection: dict[str, Any] | None = None  # judge and moderator figures (selection.py)
 
 
 @dataclass
@@ -148,6 +150,7 @@ def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0) -> Meth
         by_stage=by_stage, calls=mean("calls"), wall_s=mean("wall_s"), latency_s=mean("latency_s"),
         judge_tokens=mean("judge_tokens"),
         fallbacks=sum(1 for r in ok if (r.get("score_detail") or {}).get("fallback")),
+        selection=selection_summary(ok) if any("trace" in r for r in ok) else None,
     )
 
 
@@ -163,7 +166,7 @@ def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
             stats = []
             ids: dict[str, set[str]] = {}
             for m in _order(store.methods(b)):
-                rows = list(store.rows(b, m))
+                rows = list(store.rows(b, m, with_trace=True))
                 ids[m] = {r["item_id"] for r in rows if r["error"] is None}
                 stats.append(method_stats(rows, m, seed=seed))
             rep = BenchReport(benchmark=b, methods=stats, lower_is_better=lower)
@@ -313,6 +316,18 @@ def tables(rep: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
         ),
         ("Tokens per item by stage", ["method", *stages, "prompt", "completion", "total"], t),
     ]
+    sel = [(s.method, s.selection) for s in rep.methods if s.selection]
+    if sel:
+        out.append((
+            "Judge and moderator (every proposal scored)",
+            ["method", "items", "oracle acc.", "judge decisions", "judge recall", "random-k recall",
+             "kept positions", "stopped: correct kept / none", "went on: correct kept / none", "rounds/item"],
+            [[m, str(x["items"]), _f(x["oracle_accuracy"]), f"{x['judge_decisions']} ({x['judge_chances']} with a correct candidate)",
+              _f(x["judge_recall"]), _f(x["random_recall"]),
+              " ".join(f"{p}:{c}" for p, c in x["kept_positions"].items()) or "-",
+              f"{x['stopped_correct']} / {x['stopped_wrong']}", f"{x['continued_correct']} / {x['continued_wrong']}",
+              _f(x["rounds_mean"], 2)] for m, x in sel],
+        ))
     if any(s.judge_tokens or s.fallbacks for s in rep.methods):
         out.append((
             "Evaluation judge (not part of any method's cost)",
@@ -431,6 +446,7 @@ def summary_dict(rep: BenchReport) -> dict[str, Any]:
                 "tokens_per_item": s.tokens, "tokens_by_stage": s.by_stage, "calls_per_item": s.calls,
                 "wall_s_per_item": s.wall_s, "tokens_vs_moa": s.ratio_vs_moa, "pareto": s.pareto,
                 "delta_vs_moa": s.delta_vs_moa, "delta_ci95": list(s.delta_ci) if s.delta_ci else None,
+                "selection": s.selection,
             }
             for s in rep.methods
         },

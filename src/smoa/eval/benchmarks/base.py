@@ -92,6 +92,9 @@ class Benchmark:
     folder: ClassVar[str] = ""
     filename: ClassVar[str | None] = None
     needs_judge: ClassVar[bool] = False
+    # score every proposal of every layer too (judge recall, oracle accuracy): for sets whose
+    # scoring is cheap and exact
+    checks_proposals: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     # ---- data -----------------------------------------------------------------------------

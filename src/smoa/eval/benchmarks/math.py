@@ -27,6 +27,7 @@ MATH_INSTRUCTION = (
 
 
 class GSM8K(Benchmark):
+    checks_proposals = True  # cheap, exact scoring: every proposal is scored too
     name = "gsm8k"
     folder = "gsm8k"
     filename = "test.jsonl"
@@ -71,6 +72,7 @@ def extract_math_answer(text: str) -> str | None:
 
 
 class Math500(Benchmark):
+    checks_proposals = True  # cheap, exact scoring: every proposal is scored too
     name = "math500"
     folder = "math500"
     filename = "test.jsonl"
@@ -124,6 +126,7 @@ def _clean_mmau(ans: str) -> str:
 
 
 class MMAUMath(Benchmark):
+    checks_proposals = True  # cheap, exact scoring: every proposal is scored too
     name = "mmau-math"
     folder = "mmau"
     filename = "math_standard_20240712.jsonl"
