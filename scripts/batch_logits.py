@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
+
+import llama_cpp
 
 from smoa.backends.batchcheck import compare_batch, cpu_summary
 from smoa.backends.local import LocalBackend, get_model
@@ -38,8 +39,7 @@ def main() -> None:
         rep = compare_batch(m.decoder, jobs)
     rep["cpu"] = cpu_summary()
     rep["python"] = platform.python_version()
-    rep["llama_cpp"] = subprocess.run(["python", "-c", "import llama_cpp; print(llama_cpp.__version__)"],
-                                      capture_output=True, text=True).stdout.strip()
+    rep["llama_cpp"] = llama_cpp.__version__
     if a.json:
         print(json.dumps(rep, indent=1))
         return
