@@ -29,7 +29,7 @@ from .config import Agent, Pipeline
 from .guard import defang, strip_echoes
 from .limits import Limiter, backend_limiter
 from .prompting import render
-from .redaction import redact
+from .redaction import StreamRedactor, redact, redact_output
 from .trace import CallRecord, Trace
 from .types import (
     BackendError,
@@ -125,6 +125,8 @@ class Engine:
     # Run every call of this query one at a time (what the SMoA reference code does).
     sequential: bool = False
     _one: Limiter | None = field(default=None, repr=False)
+    # secrets a model wrote are masked in the answer, streamed or not (SMOA_RAW_OUTPUT=1: off)
+    _out: StreamRedactor = field(default_factory=StreamRedactor, repr=False)
 
     # -- plumbing -------------------------------------------------------------
     def _limiters(self, agent: Agent) -> list[Limiter]:
@@ -134,6 +136,12 @@ class Engine:
                 self._one = Limiter(1)
             out.append(self._one)
         return out
+
+    async def _delta(self, piece: str) -> None:
+        if self.on_delta is not None:
+            out = self._out.feed(piece)
+            if out:
+                await self._emit(self.on_delta, out)
 
     async def _emit(self, cb: Callback | None, *args: Any) -> None:
         if cb is None:
@@ -188,7 +196,7 @@ class Engine:
                 comp: Completion | None = None
                 async for ev in agent.backend.stream(req):
                     if ev.delta:
-                        await self._emit(self.on_delta, ev.delta)
+                        await self._delta(ev.delta)
                     if ev.completion is not None:
                         comp = ev.completion
                 if comp is None:
@@ -426,6 +434,10 @@ class Engine:
             if isinstance(e, SmoaError):
                 e.trace = trace  # type: ignore[attr-defined]
             raise
+        rest = self._out.flush()
+        if rest and self.on_delta is not None:
+            await self._emit(self.on_delta, rest)
+        answer = redact_output(answer)
         trace.answer = answer
         trace.wall_s = round(trace.elapsed(), 6)
         return Result(answer=answer, trace=trace)
@@ -490,7 +502,7 @@ class Engine:
             if winner is not None:
                 chosen = next(x for x, a in zip(forward, extracted, strict=True) if a == winner)
                 trace.finish = {"kind": "vote", "answer": winner, "votes": counts, "call_id": chosen.call.id}
-                await self._emit(self.on_delta, chosen.text)
+                await self._delta(chosen.text)
                 return chosen.text
             answer = await self.aggregate(trace, conv, forward, finish_layer)
             trace.finish.update(vote_failed=counts)

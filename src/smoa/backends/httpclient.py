@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..redaction import clip
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_IDLE_PER_LOOP = 256
 READ_LIMIT = 16 * 1024 * 1024  # longest line (headers, chunk sizes, SSE lines)
@@ -77,7 +79,7 @@ class StatusFailure(HTTPFailure):
         try:
             d = json.loads(text)
         except ValueError:
-            return text[:300]
+            return clip(text)
         if isinstance(d, dict):
             err = d.get("error", d)
             if isinstance(err, dict) and err.get("message"):
@@ -86,7 +88,7 @@ class StatusFailure(HTTPFailure):
                 return err
             if d.get("detail"):
                 return str(d["detail"])
-        return text[:300]
+        return clip(text)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from .. import __version__
-from ..redaction import install_log_redaction, register_secret
+from ..redaction import clip, install_log_redaction, register_secret, register_url
 from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
 from .base import Backend
 from .httpclient import (
@@ -66,6 +66,7 @@ class OpenAIBackend(Backend):
                     f"backend {name!r}: environment variable {api_key_env} is not set: export it or change api_key_env"
                 )
         register_secret(api_key)
+        register_url(base_url)
         install_log_redaction()
         if http_client not in HTTP_CLIENTS:
             raise ConfigError(f"backend {name!r}: http_client must be one of {', '.join(HTTP_CLIENTS)}, not {http_client!r}")
@@ -359,4 +360,4 @@ def _retry_after_headers(headers: Mapping[str, str] | None) -> float | None:
 
 
 def _first_line(s: str) -> str:
-    return (s.strip().splitlines() or [""])[0][:300]
+    return clip((s.strip().splitlines() or [""])[0], 300)  # masked before it is cut
