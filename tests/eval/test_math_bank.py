@@ -186,6 +186,10 @@ def math_rewrites(g: str, others_text: list[str]) -> list[tuple[str, bool, str]]
             out.append((f"({', '.join(sw)})", False, "tuple-swapped"))
         out.append((f"({', '.join([str(int(parts[0]) + 1), *parts[1:]])})", False, "tuple-changed"))
         return out
+    if re.fullmatch(r"\d{1,3}(,\d{3})+", s):  # 58,500: one number with a thousands comma
+        n = int(s.replace(",", ""))
+        out += [(str(n), True, "thousands-plain"), (str(n + 1), False, "thousands-plain+1")]
+        return out
     if "," in s and re.fullmatch(r"-?\d+(\s*,\s*-?\d+)+", s):  # unordered list of integers
         parts = [p.strip() for p in s.split(",")]
         out += [(", ".join(reversed(parts)), True, "list-reversed"), (", ".join(parts[:-1]), False, "list-dropped"),
@@ -232,6 +236,9 @@ def math500_pairs(items) -> list[Pair]:
         for k, (ans, label, why) in enumerate(math_rewrites(it.reference, texts)):
             reply = MATH_TEMPLATES[(i + k) % len(MATH_TEMPLATES)].format(a=ans)
             pairs.append(Pair("math500", i, reply, label, why))
+            if why in ("text-bare", "text-other", "choice-letter"):  # prose, no LaTeX at all
+                pairs.append(Pair("math500", i, f"Checking each case in turn.\n\nThe answer is {ans}.",
+                                  label, why + "-prose"))
     return pairs
 
 
@@ -453,6 +460,8 @@ def test_combined_scorer_on_the_known_failures(bank):
     assert ok(m5, r"\text{Evelyn}", "The answer is Evelyn.")
     assert not ok(m5, r"\text{Evelyn}", r"\boxed{Evnely}")
     assert ok(m5, r"90^\circ", r"\boxed{90°}")
+    assert ok(m5, r"\$36", "The final answer is $\\$36$.")  # an escaped dollar inside $...$
+    assert ok(m5, "58,500", r"\boxed{58500}") and not ok(m5, "58,500", r"\boxed{500, 58}")
     assert not ok(mm, "2, 126", "#ANSWER#: 2126")
     assert ok(mm, "2, 126", "#ANSWER#: 126, 2")
 

@@ -10,8 +10,10 @@ The split of work, measured on a bank of (gold, reply) pairs built from the publ
   numbers, decimals against fractions, units in ``\\text{}``/``\\mbox{}``, thousands
   separators, ``\\pm`` against listed roots, sets and unions in any order, ``x \\in [a, b]``.
 - **Plain-text answers stay smoa's** (names, words, multiple-choice letters): math-verify
-  reads ``Evelyn`` as a product of six symbols, so any anagram would match; here a text gold
-  is compared as words, ignoring case.
+  reads a bare ``Evelyn`` as a product of six symbols (so ``$Evnely$`` matches it) and finds
+  nothing in "The answer is Evelyn."; here a text gold is compared as words, ignoring case.
+- ``°`` becomes ``^\\circ`` before math-verify reads an answer (it does not read
+  ``\\boxed{90°}``).
 - **Sympy-syntax answers** (MMAU golds such as ``v**(656/3)`` or ``2*v*(v - 4)``) are
   rewritten as LaTeX by text substitution (``**`` to ``^{}``, ``*`` to ``\\cdot``; nothing is
   evaluated) and then read by math-verify, which cannot read ``**`` itself.

@@ -4,6 +4,12 @@ Per benchmark and method: quality with a seeded bootstrap 95% interval, tokens p
 stage, calls and wall time per item, and the token cost of each method relative to moa.
 Plots (PNG, matplotlib's Agg backend): quality vs tokens per item with the Pareto front
 marked, and tokens per item stacked by stage. Writes DIR/report.md and DIR/report.html.
+
+Judged sets say how their headline is formed (``Benchmark.headline``): the mean of the item
+scores, the mean over every rated turn (MT-Bench, as FastChat), or the mean of the
+per-aspect means (Just-Eval). Their per-aspect/per-turn means, the count of unparsed judge
+verdicts (left out of every mean) and the set's own notes (what is not computed) are
+printed with the tables.
 """
 
 from __future__ import annotations

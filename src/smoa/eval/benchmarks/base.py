@@ -216,7 +216,8 @@ class JudgedBenchmark(Benchmark):
         usable = [sc for _, sc in judgements if not sc.fallback and not math.isnan(float(sc.value))]
         value = sum(float(sc.value) for sc in usable) / len(usable) if usable else float("nan")
         return Score(value, None, {
-            "judgements": [kw | {"value": sc.value, "detail": sc.detail} for kw, sc in judgements],
+            "judgements": [kw | {"value": None if math.isnan(float(sc.value)) else sc.value,
+                                 "detail": sc.detail} for kw, sc in judgements],
             "fallback": not usable,
             "unparsed": sum(1 for _, sc in judgements if sc.fallback),
         })

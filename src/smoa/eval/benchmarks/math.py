@@ -68,7 +68,7 @@ def extract_math_answer(text: str) -> str | None:
     ms = list(_ANSWER_IS_RE.finditer(text))
     if ms:
         tail = text[ms[-1].end():].strip().split("\n")[0]
-        m = re.match(r"\$+([^$]+)\$+", tail)
+        m = re.match(r"\$+((?:\\\$|[^$])+)\$+", tail)  # "$\$36$": an escaped dollar inside
         if m:
             return m.group(1)
         return tail.rstrip(". ") or None
