@@ -480,6 +480,25 @@ def test_combined_scorer_refuses_hostile_answers_quickly(bank, hostile):
     assert benches["mmau-math"].score(Item("x", "q", "1"), mmau).correct is False
 
 
+@pytest.mark.parametrize("heavy", [r"(x+1)^{10000}", r"\sin(x)^{5000}"])
+def test_a_comparison_that_would_run_for_ever_is_stopped(heavy):
+    """sympy would expand these for minutes; math-verify's own limit, in the child process,
+    stops them, and the answer is not equal."""
+    from smoa.eval.equivalence import answers_equivalent
+
+    assert answers_equivalent(heavy, r"(x+1)^{3}") is False
+    assert answers_equivalent("1.8", r"1\frac{4}{5}") is True  # the child still serves
+
+
+def test_an_overrunning_child_is_killed_and_replaced():
+    from smoa.eval.equivalence import _WORKER, answers_equivalent
+
+    before = _WORKER.restarts
+    assert _WORKER.compare(r"(x+1)^{10000}", r"(x+1)^{3}", timeout=0.2) is None
+    assert _WORKER.restarts == before + 1
+    assert answers_equivalent(r"\frac{9}{5}", r"1\frac{4}{5}") is True
+
+
 def test_scoring_works_off_the_main_thread(bank):
     """The runner scores in worker threads, where math-verify's signal time-outs fail."""
     from concurrent.futures import ThreadPoolExecutor

@@ -20,16 +20,26 @@ The split of work, measured on a bank of (gold, reply) pairs built from the publ
 - Where math-verify cannot read either side at all, the old rules (``scoring.math_equal``)
   decide.
 
-math-verify's own time-outs use ``signal.alarm`` and so only work in the main thread; the
-eval runner scores in worker threads. We therefore call it without its time-out and screen
-every answer first (:func:`_safe`: a length cap, no exponent towers, no exponent above
-10,000, no factorial of a big number), which keeps sympy from hanging.
+math-verify's own time-outs use ``signal.alarm`` and so only work in a main thread, and the
+eval runner scores in worker threads; sympy cannot be stopped from outside. So the
+comparison runs in one long-lived child process (``python -m smoa.eval.equivalence
+--serve``) with math-verify's time-outs on, and the parent kills and replaces the child if a
+comparison still overruns. Answers are also screened first (:func:`_safe`: a length cap, no
+exponent towers, no exponent above 10,000, no factorial of a big number).
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
+import os
 import re
+import select
+import subprocess
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 from .scoring import _balanced, math_equal
@@ -187,10 +197,10 @@ def _sympy_to_latex(s: str) -> str:
     return "".join(out)
 
 
-def _sympy_side(s: str) -> list[Any]:
+def _sympy_side(s: str, timeout: int | None) -> list[Any]:
     """math-verify's reading of a sympy-syntax answer (a comma list becomes a set)."""
     try:
-        out = _mv().parse("$" + _sympy_to_latex(s) + "$", parsing_timeout=None)
+        out = _mv().parse("$" + _sympy_to_latex(s) + "$", parsing_timeout=timeout)
     except Exception:
         return []
     return out if any(not isinstance(x, str) for x in out) else []
@@ -207,30 +217,118 @@ def _prepare_latex(s: str) -> str:
     return s.replace("°", "^\\circ").replace("\\degree", "^\\circ")
 
 
-def _parse_side(s: str) -> list[Any]:
+def _parse_side(s: str, timeout: int | None = None) -> list[Any]:
     """math-verify's parse of one extracted answer (``[]`` when it reads nothing)."""
     mv = _mv()
     if _is_sympy_syntax(s):
-        return _sympy_side(s)
+        return _sympy_side(s, timeout)
     try:
-        out = mv.parse(f"${_prepare_latex(s)}$", parsing_timeout=None)
+        out = mv.parse(f"${_prepare_latex(s)}$", parsing_timeout=timeout)
     except Exception:
         return []
     # a list holding only the raw string means nothing was understood
     return out if any(not isinstance(x, str) for x in out) else []
 
 
-def _verify(gold: list[Any], pred: list[Any]) -> bool:
-    try:
-        return bool(_mv().verify(gold, pred, timeout_seconds=None))
-    except Exception:
-        return False
+def compare_with_math_verify(pred: str, gold: str, timeout: int | None = None) -> str:
+    """"equal", "different", "none" (math-verify reads neither side) or "one" (only one).
+    ``timeout`` (seconds) uses math-verify's own signal time-outs: main thread only."""
+    g, p = _parse_side(gold, timeout), _parse_side(pred, timeout)
+    if g and p:
+        try:
+            return "equal" if _mv().verify(g, p, timeout_seconds=timeout) else "different"
+        except Exception:
+            return "different"
+    return "none" if not g and not p else "one"
+
+
+# ------------------------------------------------------------------------- the worker
+# sympy cannot be interrupted from another thread, and the runner scores in threads: a
+# reply such as (x+1)^{10000} would hold a thread, and the run, for good. So math-verify
+# runs in a child process (its main thread, where math-verify's own time-outs work), and
+# the child is killed and replaced when it overruns WORKER_TIMEOUT_S.
+
+MV_TIMEOUT_S = 5  # math-verify's own limit (its default) per parse and per comparison, in the child
+WORKER_TIMEOUT_S = 60.0  # the parent's limit for one whole comparison
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def _start(self) -> subprocess.Popen:
+        import smoa
+
+        root = str(Path(smoa.__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        return subprocess.Popen(
+            [sys.executable, "-m", "smoa.eval.equivalence", "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, text=True, encoding="utf-8", bufsize=1,
+        )
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+    def compare(self, pred: str, gold: str, timeout: float = WORKER_TIMEOUT_S) -> str | None:
+        """The child's verdict, or None when it overran ``timeout`` (it is then replaced)."""
+        with self._lock:
+            for _attempt in range(2):
+                if self._proc is None or self._proc.poll() is not None:
+                    self._proc = self._start()
+                proc = self._proc
+                assert proc.stdin is not None and proc.stdout is not None
+                try:
+                    proc.stdin.write(json.dumps([pred, gold]) + "\n")
+                    proc.stdin.flush()
+                    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+                    line = proc.stdout.readline() if ready else None
+                except (BrokenPipeError, OSError, ValueError):
+                    line = ""
+                if line is None:  # overran: kill it, the next call starts a fresh one
+                    self._kill()
+                    self.restarts += 1
+                    return None
+                if line:
+                    return json.loads(line)
+                self._kill()  # died (or never started): once more, then a clear error
+            _mv()  # raises the install hint if math-verify is what is missing
+            raise RuntimeError("the maths scorer's math-verify process keeps dying: run "
+                               "`python -m smoa.eval.equivalence --serve` to see why")
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+
+_WORKER = _Worker()
+atexit.register(_WORKER.close)
+
+
+def _serve() -> None:
+    """The child: one JSON ``[pred, gold]`` per line in, one JSON verdict per line out."""
+    _mv()
+    for line in sys.stdin:
+        pred, gold = json.loads(line)
+        try:
+            out = compare_with_math_verify(pred, gold, timeout=MV_TIMEOUT_S)
+        except Exception:
+            out = "different"
+        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.flush()
 
 
 def answers_equivalent(pred: str | None, gold: str | None, *, ordered: bool | None = None) -> bool:
     """True if the extracted answer ``pred`` means the same as ``gold``.
 
-    ``ordered=False`` (MMAU) treats a bare comma list as a set on both sides, as before."""
+    ``ordered=False`` (MMAU) treats a bare comma list as a set on both sides, as before. A
+    comparison that overruns its time limit is not equal (math-verify's rule too)."""
     if pred is None or gold is None:
         return False
     pred, gold = str(pred).strip(), str(gold).strip()
@@ -240,10 +338,10 @@ def answers_equivalent(pred: str | None, gold: str | None, *, ordered: bool | No
         return text_equal(pred, gold)
     if not (_safe(pred) and _safe(gold)):
         return False
-    g, p = _parse_side(gold), _parse_side(pred)
-    if g and p:
-        return _verify(g, p)
-    if not g and not p:  # neither side is maths math-verify can read: the old rules
+    got = _WORKER.compare(pred, gold)
+    if got is None or got in ("equal", "different"):
+        return got == "equal"
+    if got == "none":  # neither side is maths math-verify can read: the old rules
         return math_equal(pred, gold, ordered=ordered)
     # one side unreadable: the old rules may still match a plain string, never a number
     return math_equal(pred, gold, ordered=ordered) and not _has_digit(pred + gold)
@@ -251,3 +349,7 @@ def answers_equivalent(pred: str | None, gold: str | None, *, ordered: bool | No
 
 def _has_digit(s: str) -> bool:
     return any(c.isdigit() for c in s)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    _serve()
