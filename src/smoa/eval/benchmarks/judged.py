@@ -252,7 +252,6 @@ class JustEval(JudgedBenchmark):
         return Score(value, None, {"scores": scores, "parsed_by": how, "missing": missing,
                                    "fallback": False, "category": item.meta.get("category")})
 
-
     def components(self, detail: dict) -> dict[str, float]:
         return {k: float(v) for k, v in (detail.get("scores") or {}).items()}
 
@@ -428,9 +427,10 @@ _MT_SINGLE = """You are grading an AI assistant's reply in a conversation. Rate 
 
 class MTBench(JudgedBenchmark):
     """MT-Bench: 80 two-turn questions. ``mode="single"`` (default) rates each turn 1-10;
-    the published references for math/reasoning/coding (and a few others) are shown to the
-    judge. ``mode="pairwise"`` compares against those references instead (only the 40
-    questions that have one are loaded)."""
+    the published GPT-4 reference answers (math/reasoning/coding) and the grading hints of
+    question.jsonl (a few others) are shown to the judge. ``mode="pairwise"`` compares
+    against the GPT-4 reference answers instead: only the 30 questions that have one for
+    every turn are loaded (a hint is not an answer, and some are empty)."""
 
     name = "mt-bench"
     folder = "mt_bench"
