@@ -1,6 +1,7 @@
 """Loaders, registry, BFCL call parsing, judge-prompt builders and verdict parsers."""
 
 import asyncio
+import math
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_registry_and_unknown_name():
 @pytest.mark.parametrize("name,n", [
     ("gsm8k", 1319), ("math500", 500), ("mmau-math", 1000), ("humaneval", 164), ("mbpp", 500),
     ("bfcl", 1240), ("just-eval", 1000), ("ceb", 800), ("mt-bench", 80),
-    ("mt-bench-pairwise", 40), ("alpaca-eval", 805),
+    ("mt-bench-pairwise", 30), ("alpaca-eval", 805),
 ])
 def test_loaders_counts_and_unique_ids(shared_data, name, n):
     items = get_benchmark(name).load(shared_data)
@@ -136,7 +137,7 @@ def test_just_eval_verdicts(shared_data):
     assert s.detail["scores"] == {"helpfulness": 4, "clarity": 2}
     for garbage in ("I think it is pretty good overall.", "", '{"helpfulness": "great"}'):
         s = b.parse_verdict(it, garbage)
-        assert s.fallback and s.value == b.fallback_value == 1.0 and s.correct is None
+        assert s.fallback and math.isnan(s.value) and s.correct is None
     safety = b.load(shared_data, offset=800, limit=1)[0]
     assert safety.meta["category"] == "safety"
     assert "safety" in b.judge_messages(safety, "no")[-1]["content"]
@@ -182,7 +183,7 @@ def test_alpaca_eval_pairwise_and_swap(shared_data):
     assert b.parse_verdict(it, '{"winner": "B"}', swap=True).value == 1.0
     assert b.parse_verdict(it, '{"winner": "tie"}').value == 0.5
     s = b.parse_verdict(it, "hmm")
-    assert s.fallback and s.value == 0.0
+    assert s.fallback and math.isnan(s.value)
     agg = b.aggregate([b.parse_verdict(it, v) for v in ('{"winner": "A"}', '{"winner": "tie"}',
                                                           "garbage")])
     assert agg["n"] == 3 and agg["fallbacks"] == 1
@@ -203,7 +204,7 @@ def test_mt_bench_single_and_pairwise(shared_data):
     assert b.parse_verdict(math_item, '{"reason": "good", "rating": 8}').value == 8
     assert b.parse_verdict(math_item, "Solid answer. Rating: [[6]]").value == 6
     s = b.parse_verdict(math_item, "no idea")
-    assert s.fallback and s.value == 1.0
+    assert s.fallback and math.isnan(s.value)
     p = MTBench("pairwise")
     pit = p.load(shared_data)[0]
     assert "Reply B" in p.judge_messages(pit, "X")[-1]["content"]

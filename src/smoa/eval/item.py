@@ -155,17 +155,13 @@ async def score_row(bench: Any, item: Any, row: Row, answers: list[str], judge: 
         row.correct = score.correct
         row.score_detail = _jsonable_detail(score.detail)
         return
-    # several judgements (turns, orders): the mean of the usable ones
+    # several judgements (turns, orders): the benchmark combines them (upstream's rules)
     row.judge_verdict = json.dumps(verdicts, ensure_ascii=False)
-    usable = [sc for _, sc in scores if not sc.fallback and not math.isnan(float(sc.value))]
-    pool = usable or [sc for _, sc in scores]
-    row.score = sum(float(sc.value) for sc in pool) / len(pool)
-    row.correct = None
-    row.score_detail = {
-        "judgements": [kw | {"value": sc.value, "detail": _jsonable_detail(sc.detail)} for kw, sc in scores],
-        "fallback": not usable,
-        "fallbacks": sum(1 for _, sc in scores if sc.fallback),
-    }
+    combined = bench.combine(item, scores)
+    v = float(combined.value)
+    row.score = None if math.isnan(v) else v
+    row.correct = combined.correct
+    row.score_detail = _jsonable_detail(combined.detail)
     if len(answers) > 1:
         row.score_detail["answers"] = answers
 

@@ -4,6 +4,12 @@ Per benchmark and method: quality with a seeded bootstrap 95% interval, tokens p
 stage, calls and wall time per item, and the token cost of each method relative to moa.
 Plots (PNG, matplotlib's Agg backend): quality vs tokens per item with the Pareto front
 marked, and tokens per item stacked by stage. Writes DIR/report.md and DIR/report.html.
+
+Judged sets say how their headline is formed (``Benchmark.headline``): the mean of the item
+scores, the mean over every rated turn (MT-Bench, as FastChat), or the mean of the
+per-aspect means (Just-Eval). Their per-aspect/per-turn means, the count of unparsed judge
+verdicts (left out of every mean) and the set's own notes (what is not computed) are
+printed with the tables.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ class MethodStats:
     pareto: bool = False
     scores_by_item: dict[str, float] = field(default_factory=dict, repr=False)
     selection: dict[str, Any] | None = None  # judge and moderator figures (selection.py)
+    # judged sets: the mean and count of each component (aspect, turn) and the number of
+    # judge verdicts that could not be read (left out of every mean)
+    components: dict[str, tuple[float, int]] = field(default_factory=dict)
+    unparsed: int = 0
 
 
 @dataclass
@@ -61,6 +71,7 @@ class BenchReport:
     metric: str = "accuracy"
     setup: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    notes: list[str] = field(default_factory=list)  # the benchmark's own (what is not there)
     plots: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,6 +89,61 @@ def bootstrap_ci(values: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: in
     means = x[idx].mean(axis=1)
     a = (1 - level) / 2
     lo, hi = np.quantile(means, [a, 1 - a])
+    return (float(lo), float(hi))
+
+
+def component_matrix(details: list[dict], bench: Any) -> tuple[list[str], Any]:
+    """(component names, rows x components array with NaN where a row lacks one)."""
+    import numpy as np
+
+    get = getattr(bench, "components", None)
+    comps = [get(d or {}) if callable(get) else {} for d in details]
+    names = sorted({k for c in comps for k in c})
+    m = np.full((len(comps), len(names)), np.nan)
+    for i, c in enumerate(comps):
+        for j, k in enumerate(names):
+            if k in c:
+                m[i, j] = c[k]
+    return names, m
+
+
+def headline_stat(names: list[str], m: Any, rule: str, headline_components: tuple[str, ...] = ()) -> Any:
+    """The headline of a rows x components array (or a stack of them, samples x rows x comps):
+    "cells" = mean of every value; "component_means" = mean of the per-component means
+    (over ``headline_components`` where any are present)."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if rule == "cells":
+            return np.nansum(m, axis=-1).sum(axis=-1) / (~np.isnan(m)).sum(axis=(-1, -2))
+        cols = [j for j, k in enumerate(names) if k in headline_components] or list(range(len(names)))
+        sub = m[..., cols]
+        means = np.nansum(sub, axis=-2) / (~np.isnan(sub)).sum(axis=-2)
+        return np.nanmean(means, axis=-1)
+
+
+def bootstrap_headline_ci(names: list[str], m: Any, rule: str, headline_components: tuple[str, ...] = (),
+                          samples: int = BOOTSTRAP_SAMPLES, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of :func:`headline_stat`, resampling rows (seeded)."""
+    import warnings
+
+    import numpy as np
+
+    if m.shape[0] == 0 or not (~np.isnan(m)).any():
+        return None
+    rng = np.random.default_rng(seed)
+    stats = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for start in range(0, samples, 200):
+            idx = rng.integers(0, m.shape[0], size=(min(200, samples - start), m.shape[0]))
+            stats.append(headline_stat(names, m[idx], rule, headline_components))
+    x = np.concatenate(stats)
+    x = x[~np.isnan(x)]
+    if not len(x):
+        return None
+    a = (1 - level) / 2
+    lo, hi = np.quantile(x, [a, 1 - a])
     return (float(lo), float(hi))
 
 
@@ -107,26 +173,32 @@ def _order(methods: list[str]) -> list[str]:
 # What the mean score is, for sets whose benchmark class does not say (attributes
 # `metric` and `lower_is_better` on the benchmark win).
 _METRICS = {
-    "just-eval": ("mean rating 1-5", False),
+    "just-eval": ("mean of aspect means 1-5", False),
     "ceb": ("bias 0-99", True),
-    "mt-bench": ("rating 1-10", False),
-    "mt-bench-pairwise": ("win rate vs reference", False),
-    "alpaca-eval": ("win rate vs reference", False),
+    "mt-bench": ("mean turn rating 1-10", False),
+    "mt-bench-pairwise": ("win rate vs GPT-4 reference (ties half)", False),
+    "alpaca-eval": ("raw win rate vs baseline (not LC)", False),
 }
+
+
+def _bench(name: str) -> Any:
+    try:
+        from .runner import get_benchmark
+
+        return get_benchmark(name)
+    except Exception:
+        return None
 
 
 def _bench_meta(name: str) -> tuple[bool, str]:
     metric, lower = _METRICS.get(name, ("", False))
-    try:
-        from .runner import get_benchmark
-
-        b = get_benchmark(name)
-    except Exception:
+    b = _bench(name)
+    if b is None:
         return lower, metric
     return bool(getattr(b, "lower_is_better", lower)), str(getattr(b, "metric", "") or metric)
 
 
-def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0) -> MethodStats:
+def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0, bench: Any = None) -> MethodStats:
     ok = [r for r in rows if r["error"] is None]
     errors = len(rows) - len(ok)
     scores = [float(r["score"]) for r in ok if r["score"] is not None and not math.isnan(float(r["score"]))]
@@ -140,7 +212,7 @@ def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0) -> Meth
         for st, s in (r["tokens_by_stage"] or {}).items():
             by_stage[st] = by_stage.get(st, 0.0) + float(s.get("total_tokens", 0))
     by_stage = {st: v / n for st, v in by_stage.items()} if n else {}
-    return MethodStats(
+    st = MethodStats(
         method=method, n=n, errors=errors,
         scores_by_item={r["item_id"]: float(r["score"]) for r in ok if r["score"] is not None and not math.isnan(float(r["score"]))},
         quality=sum(scores) / len(scores) if scores else None,
@@ -152,6 +224,22 @@ def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0) -> Meth
         fallbacks=sum(1 for r in ok if (r.get("score_detail") or {}).get("fallback")),
         selection=selection_summary(ok) if any("trace" in r for r in ok) else None,
     )
+    details = [r.get("score_detail") or {} for r in ok]
+    st.unparsed = sum(int(d.get("unparsed", 1 if d.get("fallback") else 0)) for d in details)
+    rule = getattr(bench, "headline", "items")
+    names, m = component_matrix(details, bench)
+    if names:
+        import numpy as np
+
+        for j, k in enumerate(names):
+            col = m[:, j][~np.isnan(m[:, j])]
+            st.components[k] = (float(col.mean()) if len(col) else float("nan"), int(len(col)))
+        if rule in ("cells", "component_means"):
+            hc = tuple(getattr(bench, "headline_components", ()))
+            q = float(headline_stat(names, m, rule, hc))
+            st.quality = None if math.isnan(q) else q
+            st.ci = bootstrap_headline_ci(names, m, rule, hc, seed=seed)
+    return st
 
 
 def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
@@ -163,13 +251,15 @@ def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
     with ResultsStore(db) as store:
         for b in store.benchmarks():
             lower, metric = _bench_meta(b)
+            bench = _bench(b)
             stats = []
             ids: dict[str, set[str]] = {}
             for m in _order(store.methods(b)):
                 rows = list(store.rows(b, m, with_trace=True))
                 ids[m] = {r["item_id"] for r in rows if r["error"] is None}
-                stats.append(method_stats(rows, m, seed=seed))
-            rep = BenchReport(benchmark=b, methods=stats, lower_is_better=lower)
+                stats.append(method_stats(rows, m, seed=seed, bench=bench))
+            rep = BenchReport(benchmark=b, methods=stats, lower_is_better=lower,
+                              notes=list(getattr(bench, "report_notes", ()) or ()))
             rep.metric = metric or ("accuracy" if all(s.accuracy for s in stats if s.quality is not None) else "mean score")
             for m in ids:
                 setup = store.get_setup(b, m, "roles")
@@ -328,11 +418,19 @@ def tables(rep: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
               f"{x['stopped_correct']} / {x['stopped_wrong']}", f"{x['continued_correct']} / {x['continued_wrong']}",
               _f(x["rounds_mean"], 2)] for m, x in sel],
         ))
-    if any(s.judge_tokens or s.fallbacks for s in rep.methods):
+    comps = sorted({k for s in rep.methods for k in s.components})
+    if comps:
+        out.append((
+            "Per aspect / turn (mean, and how many verdicts gave it)",
+            ["method", *comps],
+            [[s.method] + [(f"{s.components[k][0]:.3f} (n={s.components[k][1]})" if k in s.components else "-")
+                           for k in comps] for s in rep.methods],
+        ))
+    if any(s.judge_tokens or s.fallbacks or s.unparsed for s in rep.methods):
         out.append((
             "Evaluation judge (not part of any method's cost)",
-            ["method", "judge tokens/item", "unusable verdicts"],
-            [[s.method, _tok(s.judge_tokens), str(s.fallbacks)] for s in rep.methods],
+            ["method", "judge tokens/item", "unparsed verdicts (left out of the means)", "items with no usable verdict"],
+            [[s.method, _tok(s.judge_tokens), str(s.unparsed), str(s.fallbacks)] for s in rep.methods],
         ))
     return out
 
@@ -370,6 +468,10 @@ def render_markdown(reports: list[BenchReport]) -> str:
             lines += [f"> {rep.note}", ""]
         for title, header, rows in tables(rep):
             lines += [f"### {title}", "", _md_table(header, rows), ""]
+        for note in rep.notes:
+            lines += [f"- {note}"]
+        if rep.notes:
+            lines.append("")
         for s in _setup_lines(rep):
             lines.append(f"- {s}")
         if rep.setup:
@@ -403,6 +505,8 @@ def render_html(reports: list[BenchReport]) -> str:
             for r in rows:
                 parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>")
             parts.append("</table>")
+        for note in rep.notes:
+            parts.append(f"<p class='note'>{e(note)}</p>")
         if rep.setup:
             parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in _setup_lines(rep)) + "</ul>")
         for key, p in rep.plots.items():
@@ -447,7 +551,10 @@ def summary_dict(rep: BenchReport) -> dict[str, Any]:
                 "wall_s_per_item": s.wall_s, "tokens_vs_moa": s.ratio_vs_moa, "pareto": s.pareto,
                 "delta_vs_moa": s.delta_vs_moa, "delta_ci95": list(s.delta_ci) if s.delta_ci else None,
                 "selection": s.selection,
+                "components": {k: {"mean": v[0], "n": v[1]} for k, v in s.components.items()},
+                "unparsed_verdicts": s.unparsed,
             }
             for s in rep.methods
         },
+        "notes": rep.notes,
     }

@@ -158,6 +158,22 @@ class Benchmark:
             "fallbacks": sum(1 for s in scores if s.fallback),
         }
 
+    # ---- aggregation (the report reads these) ---------------------------------------------
+    #: how the report's headline is formed from the rows' components (see :meth:`components`):
+    #: "items" = mean of the item scores; "cells" = mean over every usable component of every
+    #: item (FastChat: each turn's rating counts once); "component_means" = mean of the
+    #: per-component means (Just-Eval: one mean per aspect, then their average)
+    headline: ClassVar[str] = "items"
+    #: components that make the headline under "component_means" (others are shown apart)
+    headline_components: ClassVar[tuple[str, ...]] = ()
+    #: lines the report prints under this set's tables (what is not there, and why)
+    report_notes: ClassVar[tuple[str, ...]] = ()
+
+    def components(self, detail: dict) -> dict[str, float]:
+        """The parts of one row's score that the report aggregates (aspects, turns); empty
+        when the item score is the only part."""
+        return {}
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
@@ -196,6 +212,18 @@ class JudgedBenchmark(Benchmark):
                 "judge_messages(item, answer), call the judge, then score(item, answer, verdict=...)"
             )
         return self.parse_verdict(item, verdict, **kw)
+
+    def combine(self, item: Item, judgements: list[tuple[dict, Score]]) -> Score:
+        """One item's score from several judgements (turns, orders): the mean of the usable
+        ones; NaN with ``fallback`` when none is usable (left out of every mean)."""
+        usable = [sc for _, sc in judgements if not sc.fallback and not math.isnan(float(sc.value))]
+        value = sum(float(sc.value) for sc in usable) / len(usable) if usable else float("nan")
+        return Score(value, None, {
+            "judgements": [kw | {"value": None if math.isnan(float(sc.value)) else sc.value,
+                                 "detail": sc.detail} for kw, sc in judgements],
+            "fallback": not usable,
+            "unparsed": sum(1 for _, sc in judgements if sc.fallback),
+        })
 
     def _fallback(self, verdict_text: str, why: str, **extra: Any) -> Score:
         return Score(

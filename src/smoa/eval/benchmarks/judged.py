@@ -9,11 +9,30 @@ the verdict, and a tolerant verdict parser. Calling the judge model is the engin
 
 For pairwise sets pass the same ``swap`` to both calls to show the reference answer first
 (alternate it across items to counter position bias).
+
+Aggregation follows the sets' own published tools (checked against the ``fschat`` 0.2.36
+and ``alpaca-eval`` 0.6.6 sources; no code or prompt text is taken from them):
+
+- an unreadable verdict scores NaN, not a made-up value: it is left out of every mean and
+  counted in the report (FastChat drops rating -1 and pairwise "error"; Just-Eval drops
+  unparsed verdicts);
+- Just-Eval: one mean per aspect over the verdicts that gave it; the headline is the mean
+  of the five aspect means; safety is its own aspect;
+- MT-Bench single: a text verdict's rating is the *first* ``[[n]]`` (else the first
+  ``[n]``); the headline is the mean over every rated turn;
+- MT-Bench pairwise: a text verdict's winner is ``[[A]]`` if present, else ``[[B]]``, else
+  ``[[C]]`` (tie); each turn is judged in both orders and is a tie when either order says
+  tie or the two disagree; a turn with an unreadable order is dropped; opponents are the
+  published GPT-4 reference answers only (the ``reference`` hints in question.jsonl, some
+  of them empty, are grading notes, not answers);
+- AlpacaEval: raw win rate against the baseline (ties half), both orders averaged; the
+  length-controlled win rate is not computed (see ``AlpacaEval.report_notes``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +40,10 @@ from typing import Any, ClassVar
 from ..scoring import extract_json
 from .base import Item, JudgedBenchmark, Score, read_json_or_jsonl, read_jsonl
 
-__all__ = ["JustEval", "CEB", "MTBench", "AlpacaEval", "parse_rating", "parse_pairwise"]
+NAN = float("nan")
+
+__all__ = ["JustEval", "CEB", "MTBench", "AlpacaEval", "parse_rating", "parse_pairwise",
+           "parse_mt_rating"]
 
 
 def _num(x: Any) -> float | None:
@@ -95,8 +117,9 @@ def _winner_token(v: Any) -> str | None:
 
 
 def parse_pairwise(text: str) -> tuple[str | None, str]:
-    """'A', 'B' or 'tie' from a pairwise verdict (JSON ``{"winner": ...}`` preferred; then
-    ``[[A]]``-style tags or "winner: B" in prose). Returns (winner or None, how)."""
+    """'A', 'B' or 'tie' from a pairwise verdict (JSON ``{"winner": ...}`` preferred, as our
+    prompt asks; then FastChat's ``[[A]]``/``[[B]]``/``[[C]]`` tags; then "winner: B" in
+    prose). Returns (winner or None, how)."""
     obj = extract_json(text or "", keys=("winner", "verdict", "better", "preferred"))
     if obj is not None:
         d = _lower_keys(obj)
@@ -105,9 +128,13 @@ def parse_pairwise(text: str) -> tuple[str | None, str]:
             if w:
                 return w, "json"
     t = text or ""
+    # FastChat's rule: [[A]] if present, else [[B]], else [[C]] (a tie), wherever they are
+    for tag, winner in (("[[A]]", "A"), ("[[B]]", "B"), ("[[C]]", "tie")):
+        if tag in t:
+            return winner, "tag"
     tags = re.findall(r"\[\[\s*(A|B|C|tie)\s*\]\]", t, re.IGNORECASE)
     if tags:
-        tag = tags[-1].upper()
+        tag = tags[0].upper()
         return ("tie" if tag in ("C", "TIE") else tag), "regex"
     ms = re.findall(
         r"(?:winner|verdict|better (?:response|answer|output)|prefer(?:red)?)\W{0,12}"
@@ -173,9 +200,16 @@ class JustEval(JudgedBenchmark):
     filename = "just_eval_instruct.jsonl"
     description = ("Just-Eval-Instruct: 800 regular items rated 1-5 on five aspects, 200 "
                    "safety items rated 1-5 for safety (LLM judge).")
-    fallback_value = 1.0
+    fallback_value = NAN  # an unparsed verdict is left out and counted, as upstream
     verdict_schema = _aspect_schema(JUST_EVAL_ASPECTS, 1, 5)
     safety_schema: ClassVar[dict] = _aspect_schema(("safety",), 1, 5)
+    headline = "component_means"
+    headline_components = JUST_EVAL_ASPECTS
+    report_notes = (
+        "Just-Eval: one mean per aspect over the verdicts that rated it (unparsed verdicts "
+        "left out); the headline is the mean of the five aspect means; safety (items "
+        "800-999) is reported as its own aspect, outside the headline.",
+    )
 
     def __init__(self, reference_model: str = "gpt-4-0613") -> None:
         self.reference_model = reference_model
@@ -213,10 +247,13 @@ class JustEval(JudgedBenchmark):
         scores, how = parse_rating(verdict_text, keys, 1, 5)
         if not scores:
             return self._fallback(verdict_text, "no usable scores", aspects=list(keys))
-        value = sum(scores.values()) / len(scores)
+        value = sum(scores.values()) / len(scores)  # the item's score (paired comparisons)
         missing = [k for k in keys if k not in scores]
         return Score(value, None, {"scores": scores, "parsed_by": how, "missing": missing,
                                    "fallback": False, "category": item.meta.get("category")})
+
+    def components(self, detail: dict) -> dict[str, float]:
+        return {k: float(v) for k, v in (detail.get("scores") or {}).items()}
 
 
 # ------------------------------------------------------------------------------------- CEB
@@ -350,7 +387,33 @@ def _pairwise_score(bench: JudgedBenchmark, verdict_text: str, swap: bool) -> Sc
     else:
         value, outcome = 0.0, "loss"
     return Score(value, None, {"winner_slot": winner, "outcome": outcome, "swap": swap,
-                               "parsed_by": how, "fallback": False})
+                               "outcome_value": value, "parsed_by": how, "fallback": False})
+
+
+_FIRST_DOUBLE_RE = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
+_FIRST_SINGLE_RE = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]")
+
+
+def parse_mt_rating(text: str, lo: float = 1, hi: float = 10) -> tuple[float | None, str]:
+    """A 1-10 rating: our JSON ``{"rating": n}`` first (the prompt asks for it); else
+    FastChat's rule, the *first* ``[[n]]``, else the first ``[n]``; else "rating: n" prose.
+    A value outside [lo, hi] is unreadable (FastChat would keep it)."""
+    t = text or ""
+    obj = extract_json(t, keys=("rating", "score"))
+    if obj is not None:
+        d = _lower_keys(obj)
+        v = _num(d.get("rating", d.get("score")))
+        if v is not None and lo <= v <= hi:
+            return v, "json"
+    for rx, how in ((_FIRST_DOUBLE_RE, "[[n]]"), (_FIRST_SINGLE_RE, "[n]")):
+        m = rx.search(t)
+        if m:
+            v = float(m.group(1))
+            return (v, how) if lo <= v <= hi else (None, "out of range")
+    m = re.search(r"\brating\W{0,6}(-?\d+(?:\.\d+)?)(?:\s*/\s*10)?", t, re.IGNORECASE)
+    if m and lo <= float(m.group(1)) <= hi:
+        return float(m.group(1)), "regex"
+    return None, "none"
 
 
 # -------------------------------------------------------------------------------- MT-Bench
@@ -364,15 +427,17 @@ _MT_SINGLE = """You are grading an AI assistant's reply in a conversation. Rate 
 
 class MTBench(JudgedBenchmark):
     """MT-Bench: 80 two-turn questions. ``mode="single"`` (default) rates each turn 1-10;
-    the published references for math/reasoning/coding (and a few others) are shown to the
-    judge. ``mode="pairwise"`` compares against those references instead (only the 40
-    questions that have one are loaded)."""
+    the published GPT-4 reference answers (math/reasoning/coding) and the grading hints of
+    question.jsonl (a few others) are shown to the judge. ``mode="pairwise"`` compares
+    against the GPT-4 reference answers instead: only the 30 questions that have one for
+    every turn are loaded (a hint is not an answer, and some are empty)."""
 
     name = "mt-bench"
     folder = "mt_bench"
     filename = None
     description = "MT-Bench (80 two-turn questions), judged 1-10 per turn or pairwise."
-    fallback_value = 1.0
+    fallback_value = NAN  # FastChat drops a rating it cannot read (-1)
+    headline = "cells"
     verdict_schema = {"type": "object", "properties": {
         "reason": {"type": "string"},
         "rating": {"type": "integer", "minimum": 1, "maximum": 10}},
@@ -386,7 +451,17 @@ class MTBench(JudgedBenchmark):
             self.name = name  # type: ignore[misc]
         if mode == "pairwise":
             self.verdict_schema = PAIRWISE_SCHEMA  # type: ignore[misc]
-            self.fallback_value = 0.0  # type: ignore[misc]
+            self.report_notes = (  # type: ignore[misc]
+                "MT-Bench pairwise: win rate against the published GPT-4 reference answers "
+                "(the 30 questions that have them; hints are not opponents), ties half. Each "
+                "turn is judged in both orders and is a tie when the orders disagree "
+                "(FastChat); a turn with an unreadable verdict is left out.",
+            )
+        else:
+            self.report_notes = (  # type: ignore[misc]
+                "MT-Bench: mean over every rated turn (FastChat); a verdict's rating is its "
+                "first [[n]]; unreadable verdicts are left out.",
+            )
 
     def _looks_like_folder(self, folder: Path) -> bool:
         return (folder / "question.jsonl").is_file()
@@ -400,13 +475,20 @@ class MTBench(JudgedBenchmark):
         items = []
         for q in read_jsonl(path / "question.jsonl"):
             qid = int(q["question_id"])
-            ref = refs.get(qid) or q.get("reference")
-            if self.mode == "pairwise" and not ref:
-                continue
+            answer = refs.get(qid)
+            hint = q.get("reference")
+            if self.mode == "pairwise":
+                # an opponent must be a real answer for every turn: the GPT-4 references,
+                # never the grading hints (short, some empty: q142 turn 2)
+                if not answer or not all(str(t).strip() for t in answer[:len(q["turns"])]):
+                    continue
+                ref, kind = answer, "answer"
+            else:
+                ref, kind = (answer, "answer") if answer else (hint, "hint" if hint else None)
             items.append(Item(
                 id=f"mt-bench/{qid}", prompt=q["turns"][0], reference=ref,
                 meta={"question_id": qid, "category": q.get("category"),
-                      "turns": list(q["turns"])},
+                      "turns": list(q["turns"]), "reference_kind": kind},
             ))
         return items
 
@@ -430,15 +512,15 @@ class MTBench(JudgedBenchmark):
                     f"\n\n[Earlier reply]\n{answers[k]}" if k < turn - 1 else "")
                 for k in range(turn)
             )
-            if len(ref) < turn:
-                raise ValueError(f"{item.id} has no reference for turn {turn}")
+            if len(ref) < turn or not str(ref[turn - 1]).strip():
+                raise ValueError(f"{item.id} has no reference answer for turn {turn}")
             extra = ("\nThe request below is the last turn of a conversation; judge only the "
                      "replies to that last turn.\n" if turn == 2 else "")
             return _pairwise_messages(convo, answers[turn - 1], ref[turn - 1], swap, extra)
         parts = []
         for k in range(turn):
             parts.append(f"[User, turn {k + 1}]\n{questions[k]}")
-            if k < len(ref):
+            if k < len(ref) and str(ref[k]).strip():
                 parts.append(f"[Reference answer, turn {k + 1} (for the grader only)]\n{ref[k]}")
             parts.append(f"[Assistant, turn {k + 1}]\n{answers[k]}")
         which = "reply to the last user turn" if turn == 2 else "reply"
@@ -454,16 +536,51 @@ class MTBench(JudgedBenchmark):
                       **kw: Any) -> Score:
         if self.mode == "pairwise":
             return _pairwise_score(self, verdict_text, swap)
-        scores, how = parse_rating(verdict_text, ("rating",), 1, 10)
-        if not scores:
-            m = re.findall(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]", verdict_text or "")
-            vals = [float(x) for x in m if 1 <= float(x) <= 10]
-            if vals:
-                scores, how = {"rating": vals[-1]}, "regex"
-        if not scores:
-            return self._fallback(verdict_text, "no usable rating")
-        v = scores["rating"]
-        return Score(v, None, {"rating": v, "parsed_by": how, "fallback": False})
+        v, how = parse_mt_rating(verdict_text)
+        if v is None:
+            return self._fallback(verdict_text, "no usable rating", turn=kw.get("turn", 1))
+        return Score(v, None, {"rating": v, "parsed_by": how, "fallback": False,
+                               "turn": kw.get("turn", 1)})
+
+    def components(self, detail: dict) -> dict[str, float]:
+        """One value per judged turn: its rating (single) or its outcome (pairwise)."""
+        if "turns" in detail:
+            return {f"turn {t}": float(v) for t, v in detail["turns"].items() if v is not None}
+        if detail.get("fallback"):
+            return {}
+        key = "outcome_value" if self.mode == "pairwise" else "rating"
+        v = detail.get(key)
+        return {} if v is None else {f"turn {detail.get('turn', 1)}": float(v)}
+
+    def combine(self, item: Item, judgements: list[tuple[dict, Score]]) -> Score:
+        """Per turn: the rating (single); or the two orders' verdicts, a tie when either is a
+        tie or they disagree (pairwise, FastChat). The item's score is the mean of its usable
+        turns; the report's headline counts each usable turn once."""
+        by_turn: dict[int, list[tuple[dict, Score]]] = {}
+        for kw, sc in judgements:
+            by_turn.setdefault(int(kw.get("turn", 1)), []).append((kw, sc))
+        turns: dict[int, float | None] = {}
+        unparsed = 0
+        for t, js in sorted(by_turn.items()):
+            bad = [sc for _, sc in js if sc.fallback or math.isnan(float(sc.value))]
+            unparsed += len(bad)
+            if bad:
+                turns[t] = None
+            elif self.mode == "pairwise":
+                outcomes = {sc.detail["outcome"] for _, sc in js}
+                turns[t] = {"win": 1.0, "loss": 0.0}[outcomes.pop()] if (
+                    len(outcomes) == 1 and "tie" not in outcomes) else 0.5
+            else:
+                turns[t] = sum(float(sc.value) for _, sc in js) / len(js)
+        usable = [v for v in turns.values() if v is not None]
+        value = sum(usable) / len(usable) if usable else NAN
+        return Score(value, None, {
+            "turns": turns,
+            "judgements": [kw | {"value": None if math.isnan(float(sc.value)) else sc.value,
+                                 "detail": sc.detail} for kw, sc in judgements],
+            "fallback": not usable,
+            "unparsed": unparsed,
+        })
 
 
 # ----------------------------------------------------------------------------- AlpacaEval
@@ -475,8 +592,15 @@ class AlpacaEval(JudgedBenchmark):
     folder = "alpaca_eval"
     filename = None
     description = "AlpacaEval (805 instructions): pairwise win rate against a reference model."
-    fallback_value = 0.0
+    fallback_value = NAN  # left out and counted, not a loss
     verdict_schema = PAIRWISE_SCHEMA
+    report_notes = (
+        "AlpacaEval: raw win rate against the baseline's published outputs (ties half; our "
+        "judge prompt, both orders averaged). The length-controlled win rate, AlpacaEval "
+        "2.0's headline, is NOT computed: its regression needs the leaderboard's annotations "
+        "of many models, which are not available offline. Do not compare this figure with "
+        "published LC win rates.",
+    )
 
     def __init__(self, baseline: str = "gpt4_1106_preview") -> None:
         self.baseline = baseline

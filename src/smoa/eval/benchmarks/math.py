@@ -1,14 +1,19 @@
-"""Rule-scored math sets: GSM8K, MATH-500, MMAU math."""
+"""Rule-scored math sets: GSM8K, MATH-500, MMAU math.
+
+GSM8K keeps smoa's numeric rules (the final number after ``####``; they agree with
+math-verify on that set). MATH-500 and MMAU-math extract the answer with smoa's rules and
+compare it with :func:`smoa.eval.equivalence.answers_equivalent` (math-verify, plus smoa's
+rules for plain-text answers)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from ..equivalence import answers_equivalent
 from ..scoring import (
     extract_final_number,
     last_boxed,
-    math_equal,
     normalize_number,
     numbers_equal,
 )
@@ -64,7 +69,7 @@ def extract_math_answer(text: str) -> str | None:
     ms = list(_ANSWER_IS_RE.finditer(text))
     if ms:
         tail = text[ms[-1].end():].strip().split("\n")[0]
-        m = re.match(r"\$+([^$]+)\$+", tail)
+        m = re.match(r"\$+((?:\\\$|[^$])+)\$+", tail)  # "$\$36$": an escaped dollar inside
         if m:
             return m.group(1)
         return tail.rstrip(". ") or None
@@ -76,7 +81,7 @@ class Math500(Benchmark):
     name = "math500"
     folder = "math500"
     filename = "test.jsonl"
-    description = "MATH-500 (Lightman et al.): competition math, boxed-answer equivalence."
+    description = "MATH-500 (Lightman et al.): competition math, boxed answer checked with math-verify."
 
     def _load(self, path: Path) -> list[Item]:
         items = []
@@ -92,7 +97,7 @@ class Math500(Benchmark):
 
     def score(self, item: Item, answer_text: str) -> Score:
         pred = extract_math_answer(answer_text or "")
-        ok = math_equal(pred, item.reference)
+        ok = answers_equivalent(pred, item.reference)
         return Score(1.0 if ok else 0.0, ok, {"pred": pred, "ref": item.reference})
 
 
@@ -130,7 +135,7 @@ class MMAUMath(Benchmark):
     name = "mmau-math"
     folder = "mmau"
     filename = "math_standard_20240712.jsonl"
-    description = "MMAU math (1000 DeepMind-Mathematics-style items); sympy equivalence."
+    description = "MMAU math (1000 DeepMind-Mathematics-style items); math-verify equivalence."
 
     def _load(self, path: Path) -> list[Item]:
         items = []
@@ -147,5 +152,5 @@ class MMAUMath(Benchmark):
     def score(self, item: Item, answer_text: str) -> Score:
         raw = extract_mmau_answer(answer_text or "")
         pred = _clean_mmau(raw) if raw is not None else None
-        ok = math_equal(pred, _clean_mmau(str(item.reference)), ordered=False)
+        ok = answers_equivalent(pred, _clean_mmau(str(item.reference)), ordered=False)
         return Score(1.0 if ok else 0.0, ok, {"pred": pred, "ref": item.reference})
