@@ -213,7 +213,8 @@ def build_bank(items: list[dict], seed: int = 11) -> list[dict]:
 # ------------------------------------------------------------------------- official verdicts
 def official_verdicts(items: list[dict], bank: list[dict], timeout_s: float = 900) -> list[Any]:
     """The real bfcl-eval's verdict on each reply (True/False, or 'crash: ...' where the
-    package raised instead of judging). Raises FileNotFoundError without the package."""
+    package raised instead of judging); each bank entry gets ``upstream_decoded``, the calls
+    upstream decoded (None where it could not). Raises FileNotFoundError without the package."""
     ref = reference_dir()
     if not (ref / "bfcl_eval" / "eval_checker" / "ast_eval" / "ast_checker.py").is_file():
         raise FileNotFoundError(f"bfcl-eval {BFCL_EVAL_VERSION} is not installed in {ref}: run `make test` "
@@ -221,13 +222,17 @@ def official_verdicts(items: list[dict], bank: list[dict], timeout_s: float = 90
                                 "filelock tenacity)")
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "bank.json"
-        req.write_text(json.dumps({"items": items, "bank": bank}), encoding="utf-8")
+        plain = [{k: e[k] for k in ("item", "kind", "reply")} for e in bank]
+        req.write_text(json.dumps({"items": items, "bank": plain}), encoding="utf-8")
         env = {**os.environ, "PYTHONPATH": str(ref), "BFCL_PROJECT_ROOT": tmp}
         proc = subprocess.run([sys.executable, __file__, "--upstream", str(req)], env=env, cwd=tmp,
                               capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode != 0:
             raise RuntimeError(f"the bfcl-eval run failed: {proc.stderr[-2000:]}")
-        return json.loads((Path(tmp) / "verdicts.json").read_text(encoding="utf-8"))
+        out = json.loads((Path(tmp) / "verdicts.json").read_text(encoding="utf-8"))
+    for e, d in zip(bank, out["decoded"], strict=True):
+        e["upstream_decoded"] = None if d is None else _decode(d)
+    return out["verdicts"]
 
 
 def _upstream_main(req_path: str) -> None:
@@ -253,6 +258,7 @@ def _upstream_main(req_path: str) -> None:
     data = json.loads(Path(req_path).read_text(encoding="utf-8"))
     items = data["items"]
     verdicts: list[Any] = []
+    decoded_calls: list[Any] = []  # what upstream decoded, where it did (for the checker-only figure)
     for entry in data["bank"]:
         item = items[entry["item"]]
         cat = item["category"]
@@ -260,7 +266,9 @@ def _upstream_main(req_path: str) -> None:
             decoded = default_decode_ast_prompting(entry["reply"])
         except Exception:  # noqa: BLE001 - upstream's rule: a reply it cannot decode has no call
             verdicts.append(cat == "irrelevance")
+            decoded_calls.append(None)
             continue
+        decoded_calls.append(_encode(decoded) if is_function_calling_format_output(decoded) else None)
         if cat == "irrelevance":
             verdicts.append(bool(is_empty_output(decoded)))
             continue
@@ -272,7 +280,35 @@ def _upstream_main(req_path: str) -> None:
             verdicts.append(bool(res["valid"]))
         except Exception as e:  # noqa: BLE001 - upstream raised instead of judging
             verdicts.append(f"crash: {type(e).__name__}: {e}")
-    (Path(req_path).parent / "verdicts.json").write_text(json.dumps(verdicts), encoding="utf-8")
+    out = {"verdicts": verdicts, "decoded": decoded_calls}
+    (Path(req_path).parent / "verdicts.json").write_text(json.dumps(out), encoding="utf-8")
+
+
+def _encode(x: Any) -> Any:
+    """JSON with tuples, non-string keys and odd constants kept (decoded by ``_decode``)."""
+    if isinstance(x, tuple):
+        return {"__t": [_encode(v) for v in x]}
+    if isinstance(x, list):
+        return [_encode(v) for v in x]
+    if isinstance(x, dict):
+        return {"__d": [[_encode(k), _encode(v)] for k, v in x.items()]}
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return {"__r": repr(x)}
+
+
+def _decode(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_decode(v) for v in x]
+    if isinstance(x, dict):
+        if "__t" in x:
+            return tuple(_decode(v) for v in x["__t"])
+        if "__d" in x:
+            return {_decode(k): _decode(v) for k, v in x["__d"]}
+        import ast
+
+        return ast.literal_eval(x["__r"])
+    return x
 
 
 # ------------------------------------------------------------------------------ agreement
@@ -285,6 +321,27 @@ def smoa_verdicts(items: list[dict], bank: list[dict], mode: str) -> list[bool]:
                  meta={"category": it["category"], "functions": it["functions"]}) for it in items]
     return [bool(benches[items[e["item"]]["category"]].score(objs[e["item"]], e["reply"]).correct)
             for e in bank]
+
+
+def checker_only(items: list[dict], bank: list[dict], official: list[Any], mode: str) -> dict[str, Any]:
+    """Agreement of smoa's checker with upstream's on the calls upstream decoded (replies of
+    the AST categories that upstream could decode): the checking rules alone."""
+    from smoa.eval.benchmarks.bfcl import check_calls
+    from smoa.eval.benchmarks.bfcl_official import check_decoded
+
+    agree = n = 0
+    for e, o in zip(bank, official, strict=True):
+        item = items[e["item"]]
+        calls = e.get("upstream_decoded")
+        if item["category"] == "irrelevance" or calls is None or not isinstance(o, bool):
+            continue
+        if mode == "official":
+            mine = check_decoded(item["category"], item["functions"], calls, item["answer"])[0]
+        else:
+            mine = check_calls([next(iter(c.items())) for c in calls], item["answer"], item["functions"])[0]
+        n += 1
+        agree += mine == o
+    return {"decoded_replies": n, "agree": agree, "rate": agree / n if n else 0.0}
 
 
 def agreement(items: list[dict], bank: list[dict], official: list[Any], mine: list[bool]) -> dict[str, Any]:
@@ -316,7 +373,9 @@ def main(argv: list[str]) -> None:
     official = official_verdicts(items, bank)
     for mode in ("official", "lenient"):
         res = agreement(items, bank, official, smoa_verdicts(items, bank, mode))
-        print(f"mode={mode}: {json.dumps(res, indent=1)}")
+        print(f"mode={mode}, end to end (each its own decoder): {json.dumps(res, indent=1)}")
+        res = checker_only(items, bank, official, mode)
+        print(f"mode={mode}, checker only (upstream's decoded calls): {json.dumps(res)}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,14 @@ compares smoa's verdicts with those of the installed bfcl-eval package (bfcl_ref
 from __future__ import annotations
 
 import pytest
-from bfcl_reference import agreement, build_bank, load_items, official_verdicts, smoa_verdicts
+from bfcl_reference import (
+    agreement,
+    build_bank,
+    checker_only,
+    load_items,
+    official_verdicts,
+    smoa_verdicts,
+)
 
 from smoa.eval.benchmarks import BFCL, bfcl_benchmark_name, get_benchmark
 from smoa.eval.benchmarks.base import Item
@@ -34,6 +41,16 @@ def test_official_mode_agrees_with_bfcl_eval(bank):
     # the bank must discriminate: upstream both accepts and rejects a good share of it
     assert 0.15 < res["upstream_accepts"] / res["judged"] < 0.6
     assert res["upstream_crashes"] == 0
+    assert res["rate"] >= 0.99, res
+
+
+def test_same_decoded_calls_and_same_checker_verdicts(bank):
+    items, replies, official = bank
+    decoded = [e for e in replies if e["upstream_decoded"] is not None]
+    assert len(decoded) > 10000
+    for e in decoded:  # upstream's decoder and ours read every reply the same way
+        assert decode_calls(e["reply"]) == e["upstream_decoded"], e["reply"]
+    res = checker_only(items, replies, official, "official")
     assert res["rate"] >= 0.99, res
 
 
