@@ -140,3 +140,26 @@ def test_mode_names():
     assert bfcl_benchmark_name("gsm8k", "lenient") == "gsm8k"
     assert get_benchmark(bfcl_benchmark_name("bfcl-simple_python", "lenient")).mode == "lenient"
     assert get_benchmark("bfcl").mode == "official"
+
+
+def test_cli_bfcl_mode_picks_the_benchmark(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from smoa.eval import cli_eval, runner
+
+    seen = []
+
+    def fake_run_eval(benchmark, methods, **kw):
+        seen.append(benchmark)
+        return {"benchmark": benchmark, "ran": 0, "skipped": 0, "errors": 0, "wall_s": 0.0,
+                "store": str(tmp_path), "per_method": {}}
+
+    monkeypatch.setattr(runner, "run_eval", fake_run_eval)
+    for argv, want in ((["-b", "bfcl-parallel"], "bfcl-parallel"),
+                       (["-b", "bfcl-parallel", "--bfcl-mode", "lenient"], "bfcl-lenient-parallel"),
+                       (["-b", "gsm8k", "--bfcl-mode", "lenient"], "gsm8k")):
+        res = CliRunner().invoke(cli_eval.eval_cmd, [*argv, "-m", "single", "-o", str(tmp_path)])
+        assert res.exit_code == 0, res.output
+        assert seen[-1] == want
+    res = CliRunner().invoke(cli_eval.eval_cmd, ["-b", "bfcl", "--bfcl-mode", "loose", "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
