@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 LLAMA_CPP_VERSION := 0.3.36
 SMOLLM2_VERSION := 0.1.2
+# the official BFCL checker, for the agreement test only (tests/eval/bfcl_reference.py): installed
+# without its dependencies (model SDKs, torch) in a side folder that smoa never imports
+BFCL_EVAL_VERSION := 2026.3.23
+BFCL_REF := .cache/bfcl-eval
 # ggml's AMX kernels fault on this machine class although the CPU advertises AMX:
 # build without them (the local backend also loads weights without AMX buffers).
 ifeq ($(shell uname -m),x86_64)
@@ -36,6 +40,9 @@ run: install
 test: install
 	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval,ray,browser]'
 	@if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
+	@if [ ! -f $(BFCL_REF)/bfcl_eval-$(BFCL_EVAL_VERSION).dist-info/METADATA ]; then \
+		$(BIN)/python -m pip install -q --no-deps --upgrade --target $(BFCL_REF) \
+			bfcl-eval==$(BFCL_EVAL_VERSION) filelock==3.20.0 tenacity==9.1.2; fi
 	$(BIN)/python -m pytest -q
 
 # the unit tests alone (no model, no servers): seconds

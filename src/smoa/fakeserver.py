@@ -2,7 +2,9 @@
 
 It answers every pipeline stage plausibly (proposals, judge and moderator JSON, roles,
 aggregation) after a fixed latency, and can inject faults at a set rate: HTTP 500, 429
-with Retry-After, hangs (client time-outs), malformed JSON and truncated streams.
+with Retry-After, hangs (client time-outs), malformed JSON and truncated streams; and, when
+named in ``--faults``, lies: token counts of 10**30, -5 or "lots", ``content: null``, and
+302 redirects.
 
     python -m smoa.fakeserver --port 8123 --latency 0.1 --fault-rate 0.2
 
@@ -23,6 +25,10 @@ from .testing import mixture_responder
 from .types import Request, Settings
 
 FAULT_KINDS = ("500", "429", "timeout", "malformed", "truncate")
+# replies that are well-formed HTTP and JSON but carry values no real server should send;
+# not in the default mix (--faults names them)
+BAD_VALUE_KINDS = ("huge-usage", "negative-usage", "text-usage", "null-content", "redirect")
+_BAD_USAGE = {"huge-usage": 10**30, "negative-usage": -5, "text-usage": "lots"}
 
 
 @dataclass
@@ -37,6 +43,7 @@ class FakeConfig:
     api_key: str | None = None
     tokens_per_word: int = 1
     reject_json_schema: bool = False  # answer 400 to response_format json_schema (older servers)
+    fault_by_model: bool = False  # a model named after a fault kind gets that fault, every call
 
 
 @dataclass
@@ -90,7 +97,10 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         try:
             fault = None
-            if cfg.fault_rate and (not cfg.fault_models or model in cfg.fault_models) and rng.random() < cfg.fault_rate:
+            if cfg.fault_by_model and model in FAULT_KINDS + BAD_VALUE_KINDS:
+                fault = model
+                stats.faults[fault] = stats.faults.get(fault, 0) + 1
+            elif cfg.fault_rate and (not cfg.fault_models or model in cfg.fault_models) and rng.random() < cfg.fault_rate:
                 fault = rng.choice(cfg.faults)
                 stats.faults[fault] = stats.faults.get(fault, 0) + 1
             if cfg.latency_s:
@@ -108,12 +118,18 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
                 return JSONResponse({"error": {"message": "too late"}}, status_code=504)
             if fault == "malformed":
                 return Response('{"id": "x", "choices": [{"mess', media_type="application/json")
+            if fault == "redirect":
+                return Response(status_code=302, headers={"location": "http://127.0.0.1:9/v1/chat/completions?sig=abc"})
             req = to_request(body)
             text = responder(req)
-            u = usage(req, text)
+            u: dict[str, Any] = usage(req, text)
+            if fault in _BAD_USAGE:
+                u = {**u, "completion_tokens": _BAD_USAGE[fault]}
+            content = None if fault == "null-content" else text
             cid = f"chatcmpl-{stats.requests}"
             if body.get("stream"):
-                return StreamingResponse(_stream(cid, model, text, u, truncate=fault == "truncate"), media_type="text/event-stream")
+                return StreamingResponse(_stream(cid, model, content, u, truncate=fault == "truncate"),
+                                         media_type="text/event-stream")
             if fault == "truncate":
                 return Response('{"id": "x", "object": "chat.completion", "choices": [', media_type="application/json")
             stats.ok += 1
@@ -123,19 +139,19 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                     "usage": u,
                 }
             )
         finally:
             stats.in_flight -= 1
 
-    async def _stream(cid: str, model: str, text: str, u: dict[str, int], truncate: bool):  # type: ignore[no-untyped-def]
-        words = text.split(" ")
+    async def _stream(cid: str, model: str, text: str | None, u: dict[str, Any], truncate: bool):  # type: ignore[no-untyped-def]
+        words = (text or "").split(" ")
         for i, w in enumerate(words):
             if truncate and i >= max(1, len(words) // 2):
                 return  # connection ends with no [DONE]
-            piece = w if i == 0 else " " + w
+            piece = None if text is None else w if i == 0 else " " + w
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model,
                      "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
             yield f"data: {json.dumps(chunk)}\n\n"
@@ -168,24 +184,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per call")
     ap.add_argument("--fault-rate", type=float, default=0.0)
-    ap.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma list of " + ",".join(FAULT_KINDS))
+    ap.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma list of " + ",".join(FAULT_KINDS + BAD_VALUE_KINDS))
     ap.add_argument("--fault-models", default="", help="comma list of models that may fault (default: all)")
     ap.add_argument("--hang", type=float, default=30.0, help="seconds a 'timeout' fault hangs")
     ap.add_argument("--retry-after", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--reject-json-schema", action="store_true", help="answer 400 to response_format json_schema")
+    ap.add_argument("--fault-by-model", action="store_true",
+                    help="a request for a model named after a fault kind (e.g. null-content) gets that fault")
     a = ap.parse_args(argv)
     if not a.host.startswith("127.") and a.host not in ("localhost", "::1"):
         ap.error("the fake server listens on loopback only")
     faults = tuple(f for f in a.faults.split(",") if f)
-    bad = [f for f in faults if f not in FAULT_KINDS]
+    bad = [f for f in faults if f not in FAULT_KINDS + BAD_VALUE_KINDS]
     if bad:
-        ap.error(f"unknown fault kinds {bad}: use {', '.join(FAULT_KINDS)}")
+        ap.error(f"unknown fault kinds {bad}: use {', '.join(FAULT_KINDS + BAD_VALUE_KINDS)}")
     cfg = FakeConfig(
         latency_s=a.latency, fault_rate=a.fault_rate, faults=faults,
         fault_models=tuple(m for m in a.fault_models.split(",") if m), hang_s=a.hang,
         retry_after_s=a.retry_after, seed=a.seed, api_key=a.api_key, reject_json_schema=a.reject_json_schema,
+        fault_by_model=a.fault_by_model,
     )
     import uvicorn
 

@@ -107,7 +107,7 @@ def test_bfcl_gold(shared_data, category):
     b = BFCL((category,))
     items = b.load(shared_data)
     assert len(items) in (200, 400)
-    answers = [calls_to_text(it.reference) for it in items]
+    answers = [calls_to_text(it.reference, it.meta["functions"]) for it in items]
     gold, shuffled, misses = rates(b, items, answers)
     _report(f"bfcl-{category}", gold, shuffled, len(items))
     assert gold == 1.0, misses[:5]

@@ -131,6 +131,31 @@ CASES: list[Case] = [
          "every proposer failed in layer 1: openai:{fake}: the endpoint refused the API key (401): check the key variable",
          argv=("ask", "hi", *CFG), env={"SMOA_TEST_KEY": "wrong-key-123456"},
          files={"ok.toml": toml_with(api_key_env='"SMOA_TEST_KEY"').replace("{dead}", "{fake}")}),
+    # -- values an endpoint should never send (the fake server lies for these models) --
+    *(Case(f"upstream-{kind}", what, msg, argv=("ask", "hi", *CFG), env={"SMOA_TEST_KEY": "right-key"},
+           files={"ok.toml": toml_with(api_key_env='"SMOA_TEST_KEY"').replace("{dead}", "{fake}")
+                  .replace('model = "m"', f'model = "{kind}"')})
+      for kind, what, msg in (
+          ("huge-usage", "an endpoint reports 10**30 completion tokens",
+           "every proposer failed in layer 1: openai:{fake}: the endpoint reported an impossible token count "
+           "usage.completion_tokens=1000000000000000000000000000000 (a whole number from 0 to 2147483647 was "
+           "expected): the call is not counted; check the server (after part of the answer was streamed: not retried)"),
+          ("negative-usage", "an endpoint reports -5 completion tokens",
+           "every proposer failed in layer 1: openai:{fake}: the endpoint reported an impossible token count "
+           "usage.completion_tokens=-5 (a whole number from 0 to 2147483647 was expected): the call is not "
+           "counted; check the server (after part of the answer was streamed: not retried)"),
+          ("text-usage", "an endpoint reports \"lots\" of completion tokens",
+           "every proposer failed in layer 1: openai:{fake}: the endpoint reported an impossible token count "
+           "usage.completion_tokens='lots' (a whole number from 0 to 2147483647 was expected): the call is not "
+           "counted; check the server (after part of the answer was streamed: not retried)"),
+          ("null-content", "an endpoint streams content: null",
+           "every proposer failed in layer 1: openai:{fake}: the stream carried no text (every delta.content "
+           "was null or missing; finish_reason 'stop'): check the server and the model"),
+          ("redirect", "an endpoint answers 302 (a redirect)",
+           "every proposer failed in layer 1: openai:{fake}: the endpoint redirected (302) to "
+           "http://127.0.0.1:9/v1/chat/completions: smoa does not follow redirects; set base_url to the "
+           "address it points to"),
+      )),
     # -- the Python API: chat histories -----------------------------------------
     Case("no-messages", "an empty message list", "the conversation has no non-empty user message: give a question to answer", query=[]),
     Case("wrong-role", "a message with an unknown role", "message 0 has role 'robot': use one of system, user, assistant",

@@ -25,7 +25,8 @@ PY = [c for c in CASES if c.surface == "python"]
 @pytest.fixture(scope="module")
 def cli_results(tmp_path_factory):
     """Run every CLI row once, in parallel (each is a fresh `python -m smoa` process)."""
-    with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}", "--api-key", "right-key"]) as fake:
+    with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}", "--api-key", "right-key",
+                        "--fault-by-model"]) as fake:
         subst = {"{dead}": f"http://127.0.0.1:{free_port()}/v1", "{fake}": fake.base_url}
         # made here, not in the threads: pytest creates its base folder lazily and not thread-safely
         tmps = {case.id: tmp_path_factory.mktemp(case.id) for case in CLI}

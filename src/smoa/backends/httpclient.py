@@ -64,7 +64,7 @@ class ProtocolFailure(HTTPFailure):
 
 
 class StatusFailure(HTTPFailure):
-    """The server answered with a status >= 400."""
+    """The server answered with a status >= 300 (redirects are not followed)."""
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status = status
@@ -237,7 +237,7 @@ class HTTPClient:
                 raise
 
     async def request_json(self, method: str, path: str, payload: Any | None = None) -> Any:
-        """One request; returns the JSON body. Raises StatusFailure for status >= 400."""
+        """One request; returns the JSON body. Raises StatusFailure for status >= 300."""
         body = None if payload is None else json.dumps(payload, ensure_ascii=False).encode("utf-8")
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -255,7 +255,7 @@ class HTTPClient:
             self._give_back(c)
         else:
             c.close()
-        if status >= 400:
+        if status >= 300:  # redirects are not followed: the caller says so
             raise StatusFailure(status, headers, raw)
         try:
             return json.loads(raw)
@@ -271,7 +271,7 @@ class HTTPClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 c, status, headers = await self._send("POST", path, body, "text/event-stream")
-                if status >= 400:
+                if status >= 300:
                     try:
                         raw = await _read_body(c.reader, headers)
                     finally:

@@ -22,6 +22,7 @@ from typing import Any
 from .. import __version__
 from ..redaction import clip, install_log_redaction, register_secret, register_url
 from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
+from . import upstream
 from .base import Backend
 from .httpclient import (
     ConnectFailure,
@@ -86,11 +87,14 @@ class OpenAIBackend(Backend):
             except InvalidHeader as e:
                 raise ConfigError(f"backend {name!r}: the API key is not usable in an HTTP header ({e}): check the key variable") from e
         else:
-            from openai import AsyncOpenAI
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
             # Local servers need no key; the SDK insists on one, so give it a placeholder.
+            # Redirects are not followed (a POST would come back as a GET elsewhere): a 3xx
+            # is reported as such (upstream.redirect_error), as with the builtin client.
             self._client = AsyncOpenAI(
-                base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries
+                base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries,
+                http_client=DefaultAsyncHttpxClient(follow_redirects=False, timeout=timeout_s),
             )
             self._http = _SDKTransport(self._client)
         self.base_url = base_url
@@ -164,6 +168,7 @@ class OpenAIBackend(Backend):
         parts: list[str] = []
         usage: Any = None
         finish = None
+        saw_text = False
         model = request.model
         try:
             async for chunk in self._http.stream_events("/chat/completions", kw):
@@ -175,11 +180,12 @@ class OpenAIBackend(Backend):
                     raise BackendError(f"{self.describe()}: the endpoint reported an error mid-stream: {_first_line(str(msg))}", retryable=True)
                 if chunk.get("usage"):
                     usage = chunk["usage"]
-                if chunk.get("model"):
-                    model = chunk["model"]
+                model = upstream.model_name(chunk.get("model"), model)
                 for ch in chunk.get("choices") or ():
                     delta = ch.get("delta") or {}
                     content = delta.get("content")
+                    if isinstance(content, str):
+                        saw_text = True
                     if content:
                         parts.append(content)
                         yield StreamEvent(delta=content)
@@ -192,12 +198,13 @@ class OpenAIBackend(Backend):
         if finish is None:
             # the connection ended before the last chunk: the answer may be cut short
             raise BackendError(f"{self.describe()}: the stream ended early (no finish_reason): the answer is incomplete", retryable=True)
-        u = usage if isinstance(usage, dict) else {}
+        upstream.check_stream_text(saw_text, finish, self.describe())
+        prompt_tokens, completion_tokens = upstream.usage_counts(usage, self.describe())
         yield StreamEvent(
             completion=Completion(
                 text="".join(parts),
-                prompt_tokens=int(u.get("prompt_tokens") or 0),
-                completion_tokens=int(u.get("completion_tokens") or 0),
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
                 model=model,
                 finish_reason=finish,
             )
@@ -228,7 +235,7 @@ class _SDKTransport:
             resp = await self.client.chat.completions.create(**payload)
         except (openai.APIError, ValueError) as e:  # ValueError: a body that is not JSON
             raise _sdk_failure(e) from e
-        return resp.model_dump()
+        return resp.model_dump(warnings=False)  # odd values are judged by upstream.py, not warned about
 
     async def stream_events(self, path: str, payload: dict[str, Any]) -> AsyncIterator[Any]:
         import openai
@@ -236,7 +243,7 @@ class _SDKTransport:
         try:
             stream = await self.client.chat.completions.create(**payload)
             async for chunk in stream:
-                yield chunk.model_dump()
+                yield chunk.model_dump(warnings=False)
         except (openai.APIError, ValueError) as e:
             raise _sdk_failure(e) from e
 
@@ -282,21 +289,22 @@ def _completion(d: Any, request: Request, backend: OpenAIBackend) -> Completion:
     msg = first.get("message") if isinstance(first, dict) else None
     if not isinstance(msg, dict):
         raise BackendError(f"{backend.describe()}: malformed response: no choices with a message", retryable=True)
-    content = msg.get("content")
-    if isinstance(content, list):  # content parts: keep the text ones
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    usage = d.get("usage") if isinstance(d.get("usage"), dict) else {}
+    where = backend.describe()
+    text = upstream.message_text(msg, where, first.get("finish_reason"))
+    prompt_tokens, completion_tokens = upstream.usage_counts(d.get("usage"), where)
     return Completion(
-        text=content if isinstance(content, str) else "",
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        model=d.get("model") or request.model,
+        text=text,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        model=upstream.model_name(d.get("model"), request.model),
         finish_reason=first.get("finish_reason"),
     )
 
 
 def _status_error(e: StatusFailure, backend: OpenAIBackend) -> BackendError:
     where = backend.describe()
+    if 300 <= e.status < 400:
+        return upstream.redirect_error(e.status, e.headers, where)
     if e.status == 401:
         msg = f"{where}: the endpoint refused the API key (401): check the key variable"
     elif e.status == 404:

@@ -23,6 +23,10 @@ def _fail(msg: str, code: int = 2) -> None:
               help="Comma list of methods (single, moa, smoa, mad, self-moa) or pipeline names from --config.")
 @click.option("--data", "-d", type=click.Path(path_type=Path),
               help="Data folder (holding <set>/...) or the set's file. Default: $SMOA_DATA_DIR or ../shared/data.")
+@click.option("--bfcl-mode", type=click.Choice(["official", "lenient"]), default="official", show_default=True,
+              help="BFCL scoring: official (bfcl-eval's decoder and AST checker: comparable with the "
+                   "leaderboard) or lenient (smoa's reading: also JSON, fenced or prose calls, positional "
+                   "arguments; not comparable). Same as the benchmark names bfcl-lenient[-<category>].")
 @click.option("--limit", type=int, help="Evaluate at most this many items.")
 @click.option("--offset", type=int, default=0, show_default=True, help="Skip this many items first.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -45,10 +49,13 @@ def _fail(msg: str, code: int = 2) -> None:
               help="Answer repeated reproducible calls from the response cache (tokens are still counted).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def eval_cmd(benchmark: str, methods: str, out: Path, as_json: bool, progress: bool | None, **kw: Any) -> None:
+def eval_cmd(benchmark: str, methods: str, out: Path, as_json: bool, progress: bool | None, bfcl_mode: str,
+             **kw: Any) -> None:
     """Evaluate methods on a benchmark; every finished item goes to OUT/results.sqlite at once."""
+    from .benchmarks import bfcl_benchmark_name
     from .runner import print_summary, run_eval
 
+    benchmark = bfcl_benchmark_name(benchmark, bfcl_mode)
     overrides = {k: kw.pop(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature")}
     try:
         summary = run_eval(

@@ -1,6 +1,17 @@
 """BFCL (Berkeley Function-Calling Leaderboard), the single-turn AST categories.
 
-Scoring follows BFCL's published AST rules, re-implemented here: the function name must match;
+Two scoring modes:
+
+- ``official`` (the default; benchmarks ``bfcl``, ``bfcl-<category>``): the official
+  ``bfcl-eval`` decoder and AST checker rules (``bfcl_official``), so that scores compare
+  with the leaderboard. Only Python call syntax counts.
+- ``lenient`` (benchmarks ``bfcl-lenient``, ``bfcl-lenient-<category>``; ``smoa eval
+  --bfcl-mode lenient``): smoa's own, more forgiving reading, described below. Its scores
+  are higher than the leaderboard's for the same replies and do not compare with it.
+
+Lenient decoding (``parse_calls``) also takes JSON calls, calls fenced or inside prose,
+positional arguments and ``_`` written for ``.`` in names. Lenient checking
+(``check_calls``): the function name must match;
 no parameter outside the allowed set; every required parameter present (an allowed value ``""``
 means the parameter may be left out); each value must be one of the allowed values, after type
 checks (an int is accepted for a float, a tuple for a list) and string standardisation
@@ -19,10 +30,12 @@ from typing import Any
 
 from ..scoring import _FENCE_RE, _json_candidates, _loads_lenient
 from .base import Benchmark, Item, Score, _slice, read_json_or_jsonl
+from .bfcl_official import score_reply
 
-__all__ = ["BFCL", "BFCL_CATEGORIES", "parse_calls", "check_calls", "calls_to_text"]
+__all__ = ["BFCL", "BFCL_CATEGORIES", "BFCL_MODES", "parse_calls", "check_calls", "calls_to_text"]
 
 BFCL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
+BFCL_MODES = ("official", "lenient")
 
 BFCL_INSTRUCTION = (
     "You have access to the functions described below as JSON. If the request can be done "
@@ -329,13 +342,19 @@ def _first_option(options: list) -> tuple[bool, Any]:
     return False, None
 
 
-def calls_to_text(ground_truth: list[dict]) -> str:
-    """Ground truth -> call text ``[f(a=1), g(b='x')]`` using the first allowed values."""
+def calls_to_text(ground_truth: list[dict], functions: list[dict] | None = None) -> str:
+    """Ground truth -> call text ``[f(a=1), g(b='x')]`` using the first allowed values.
+
+    With ``functions`` (the item's docs), an optional parameter that the function's doc
+    lacks is left out (one BFCL answer lists one; the official checker rejects it)."""
+    props = {f["name"]: f.get("parameters", {}).get("properties", {}) for f in functions or []}
     parts = []
     for entry in ground_truth:
         (name, params), = entry.items()
         args = []
         for k, options in params.items():
+            if name in props and k not in props[name] and "" in options:
+                continue
             has, val = _first_option(options)
             if has:
                 args.append(f"{k}={val!r}")
@@ -351,13 +370,21 @@ class BFCL(Benchmark):
     description = "BFCL v4 AST categories (simple_python, multiple, parallel, " \
                   "parallel_multiple, irrelevance): function-call accuracy."
 
-    def __init__(self, categories: tuple[str, ...] = BFCL_CATEGORIES, name: str | None = None):
+    def __init__(self, categories: tuple[str, ...] = BFCL_CATEGORIES, name: str | None = None,
+                 mode: str = "official"):
         bad = [c for c in categories if c not in BFCL_CATEGORIES]
         if bad:
             raise ValueError(f"unknown BFCL categories {bad}; known: {list(BFCL_CATEGORIES)}")
+        if mode not in BFCL_MODES:
+            raise ValueError(f"unknown BFCL mode {mode!r}; known: {', '.join(BFCL_MODES)}")
         self.categories = tuple(categories)
+        self.mode = mode
         if name:
             self.name = name  # type: ignore[misc]
+        if mode == "lenient":
+            self.description = self.description.replace(
+                "function-call accuracy.", "function-call accuracy, smoa's lenient reading "
+                "(not comparable with the leaderboard).")
 
     def _looks_like_folder(self, folder: Path) -> bool:
         return any((folder / f"BFCL_v4_{c}.json").is_file() for c in self.categories)
@@ -393,6 +420,13 @@ class BFCL(Benchmark):
 
     def score(self, item: Item, answer_text: str) -> Score:
         funcs = item.meta["functions"]
+        if self.mode == "official":
+            ok, why, decoded = score_reply(item.meta["category"], funcs, answer_text or "",
+                                           item.reference)
+            return Score(1.0 if ok else 0.0, ok, {
+                "category": item.meta["category"], "reason": why, "mode": "official",
+                "calls": [[n, _jsonable(a)] for c in decoded for n, a in c.items()],
+            })
         calls = parse_calls(answer_text or "", funcs)
         if item.meta["category"] == "irrelevance":
             ok = not calls
@@ -400,14 +434,14 @@ class BFCL(Benchmark):
         else:
             ok, why = check_calls(calls, item.reference, funcs)
         return Score(1.0 if ok else 0.0, ok, {
-            "category": item.meta["category"], "reason": why,
+            "category": item.meta["category"], "reason": why, "mode": "lenient",
             "calls": [[n, _jsonable(a)] for n, a in calls],
         })
 
 
 def _jsonable(x: Any) -> Any:
     try:
-        json.dumps(x)
+        json.dumps(x, allow_nan=False)
         return x
     except (TypeError, ValueError):
         return repr(x)
