@@ -52,3 +52,19 @@ def _guarded_connect(self, address):  # only loopback and unix sockets
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secret_registry():
+    """Secrets registered by one test's backends are not masked in the next test's output
+    (a process keeps every key it loaded; streams hold back text while any is registered)."""
+    from smoa import redaction
+
+    saved = (set(redaction._secrets), set(redaction._grams))
+    redaction._secrets.clear()
+    redaction._grams.clear()
+    yield
+    redaction._secrets.clear()
+    redaction._grams.clear()
+    redaction._secrets.update(saved[0])
+    redaction._grams.update(saved[1])
