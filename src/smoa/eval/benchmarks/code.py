@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..sandbox import SandboxResult, arun_python, run_python
+from ..sandbox import SandboxResult, SandboxUnavailable, arun_python, capabilities, run_python
 from ..scoring import extract_code
 from .base import Benchmark, Item, Score, read_jsonl
 
@@ -75,6 +75,12 @@ class _CodeBenchmark(Benchmark):
 
     def parts(self, item: Item, answer_text: str) -> tuple[str, str]:  # pragma: no cover
         raise NotImplementedError
+
+    def check_ready(self) -> None:
+        """Raise :class:`SandboxUnavailable` (one line: what to install) before any work."""
+        caps = capabilities()
+        if not caps["bwrap"]:
+            raise SandboxUnavailable(f"{self.name} needs the code sandbox: {caps['reason']}")
 
     def program(self, item: Item, answer_text: str) -> str:
         return "\n".join(self.parts(item, answer_text))
