@@ -23,7 +23,7 @@ Layers, and what each one stops (docs/sandbox.md has the longer version)
    and an out-of-memory kill reported as ``memory``. Always, per process: ``RLIMIT_AS``
    (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` (stdout/stderr are files capped by it, so an
    output flood ends the writer), ``RLIMIT_NOFILE``, no core files and, with the throw-away
-   uid, ``RLIMIT_NPROC``. Wall clock: ``timeout_s``, then the tree is killed (process group,
+   uid, ``RLIMIT_NPROC``, all set by util-linux ``prlimit`` (no ``preexec_fn``). Wall clock: ``timeout_s``, then the tree is killed (process group,
    cgroup, and the PID namespace dies with its first process). :func:`capabilities` says
    which of these are active.
 4. **The completion nonce** (:mod:`smoa.eval.sandbox_runner`): ``passed`` means the runner
@@ -41,6 +41,7 @@ Concurrency limits are the caller's job (e.g. a semaphore around :func:`arun_pyt
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import functools
 import hmac
@@ -52,6 +53,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,7 @@ TAIL_CHARS = 4000
 _RUNNER = (Path(__file__).with_name("sandbox_runner.py")).read_text(encoding="utf-8")
 _INSIDE_UID = 1000
 _CGROOT = Path("/sys/fs/cgroup")
+_JOIN_CGROUPS = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
 class SandboxUnavailable(SmoaError, RuntimeError):
@@ -180,6 +183,9 @@ def capabilities() -> dict:
                           "under /usr")
         return caps
     caps["python"] = interp[0]
+    if shutil.which("prlimit") is None:
+        caps["reason"] = "prlimit is not installed: apt-get install util-linux"
+        return caps
     if shutil.which("bwrap") is None:
         caps["reason"] = ("bubblewrap is not installed: apt-get install bubblewrap "
                           "(the code sandbox runs model-written code under bwrap)")
@@ -206,6 +212,7 @@ class _Cgroup:
     """A per-run cgroup (v2, or v1 memory + pids) that bounds and later kills the tree."""
 
     def __init__(self, kind: str, memory: int, pids: int) -> None:
+        _remove_pending()
         name = f"smoa-sbx-{secrets.token_hex(6)}"
         self.kind = kind
         self.dirs = [_CGROOT / name] if kind == "v2" else [
@@ -238,27 +245,50 @@ class _Cgroup:
                     return True
         return False
 
+    def pids(self) -> set[int]:
+        pids: set[int] = set()
+        for p in self.procs:
+            with contextlib.suppress(OSError, ValueError):
+                pids |= {int(x) for x in Path(p).read_text().split()}
+        return pids
+
+    def kill(self, spare: int | None = None) -> None:
+        """SIGKILL the tree, sparing ``spare`` (the outer bwrap, which reaps its child)."""
+        for pid in self.pids() - {spare}:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
     def kill_and_remove(self) -> None:
-        for _ in range(50):
-            pids: set[int] = set()
-            for p in self.procs:
-                with contextlib.suppress(OSError, ValueError):
-                    pids |= {int(x) for x in Path(p).read_text().split()}
-            if not pids:
+        for _ in range(25):
+            if not self.pids():
                 break
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+            self.kill()
             time.sleep(0.02)
-        for d in self.dirs:
-            for _ in range(50):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+        _PENDING.extend(self.dirs)
+        _remove_pending()
+
+
+_PENDING: list[Path] = []  # cgroups that still held a process (a zombie not yet reaped)
+
+
+def _remove_pending() -> None:
+    for d in list(_PENDING):
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+        _PENDING.remove(d)
+
+
+@atexit.register
+def _remove_pending_at_exit() -> None:
+    for _ in range(20):
+        _remove_pending()
+        if not _PENDING:
+            break
+        time.sleep(0.05)
 
 
 def _bwrap_argv(caps: dict, uid: int | None, tmp_mb: int, fds: tuple[int, int, int]) -> list[str]:
@@ -337,8 +367,18 @@ def _classify(rc: int | None, timed_out: bool, stderr: str, oom: bool,
     return "failed", f"exited with status {rc} before the end of the code and tests"
 
 
+def _wait(proc: subprocess.Popen, deadline: float, cancel: threading.Event | None) -> int:
+    """The exit status; TimeoutExpired at the deadline or as soon as ``cancel`` is set."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or (cancel is not None and cancel.is_set()):
+            raise subprocess.TimeoutExpired(proc.args, 0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=min(left, 0.05) if cancel is not None else left)
+
+
 def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_procs: int,
-         max_file_mb: int, caps: dict) -> SandboxResult:
+         max_file_mb: int, caps: dict, cancel: threading.Event | None = None) -> SandboxResult:
     start = time.monotonic()
     uid = 200_000 + secrets.randbelow(800_000) if caps["setpriv"] else None
     nonce = secrets.token_hex(32).encode()
@@ -357,24 +397,17 @@ def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_pro
     os.close(nonce_w)
     os.set_blocking(result_r, False)
     fds = (payload_fd, nonce_r, result_w)
-    argv = _bwrap_argv(caps, uid, max_file_mb, fds)
     cpu, fsize = max(1, int(timeout_s) + 1), int(max_file_mb) * 1024 * 1024
-    procs = cg.procs if cg else []
-
-    def preexec() -> None:  # in the child, between fork and exec
-        import resource
-
-        for p in procs:
-            with open(p, "w") as f:
-                f.write(str(os.getpid()))
-        limits = [(resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
-                  (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_CORE, 0),
-                  (resource.RLIMIT_NOFILE, 256)]
-        if uid is not None:
-            limits.append((resource.RLIMIT_NPROC, max_procs))
-        for which, value in limits:
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(which, (value, value))
+    # No preexec_fn (unsafe with threads): a shell joins the cgroup, prlimit sets the limits,
+    # each then execs the next step.
+    argv: list[str] = []
+    if cg:
+        argv += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *cg.procs, "--"]
+    argv += [shutil.which("prlimit") or "prlimit", f"--as={mem}", f"--cpu={cpu}",
+             f"--fsize={fsize}", "--core=0", "--nofile=256"]
+    if uid is not None:
+        argv.append(f"--nproc={max_procs}")
+    argv += _bwrap_argv(caps, uid, max_file_mb, fds)
 
     timed_out, rc, got = False, None, b""
     out_path, err_path = base / "stdout", base / "stderr"
@@ -383,7 +416,7 @@ def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_pro
             try:
                 proc = subprocess.Popen(
                     argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
-                    stdout=out, stderr=err, preexec_fn=preexec, pass_fds=fds,
+                    stdout=out, stderr=err, pass_fds=fds,
                     start_new_session=True,
                 )
             except (OSError, subprocess.SubprocessError) as exc:
@@ -393,9 +426,13 @@ def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_pro
                 os.close(fd)
             fds = ()
             try:
-                rc = proc.wait(timeout=timeout_s)
+                rc = _wait(proc, start + timeout_s, cancel)
             except subprocess.TimeoutExpired:
                 timed_out = True
+                if cg:  # kill the tree but the outer bwrap, which then reaps its child
+                    cg.kill(spare=proc.pid)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=2)
                 with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 rc = proc.wait()
@@ -451,8 +488,15 @@ async def arun_python(
     max_procs: int = 64,
     max_file_mb: int = 16,
 ) -> SandboxResult:
-    """Async twin of :func:`run_python` (runs it in a worker thread; bounded by timeout_s)."""
-    return await asyncio.to_thread(
-        run_python, code, timeout_s, memory_mb, tests=tests, max_procs=max_procs,
-        max_file_mb=max_file_mb,
-    )
+    """Async twin of :func:`run_python` (a worker thread waits; cancelling kills the tree)."""
+    caps = _require()
+    cancel = threading.Event()
+    fut = asyncio.ensure_future(asyncio.to_thread(
+        _run, code, tests, timeout_s, memory_mb, max_procs, max_file_mb, caps, cancel))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        cancel.set()  # the worker kills the tree and removes its cgroup and files
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(fut, timeout=10)
+        raise
