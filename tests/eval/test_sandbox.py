@@ -405,3 +405,34 @@ def test_cancelling_the_async_run_kills_the_tree():
     assert time.monotonic() - t < 8
     time.sleep(0.3)
     assert _procs_mentioning(f"sleep\0{tag}") == []
+
+
+def test_sandbox_dies_with_the_caller():
+    tag = f"{90 + uuid.uuid4().int % 1000 / 1000:.3f}"
+    caller = subprocess.Popen([sys.executable, "-c", (
+        "from smoa.eval.sandbox import run_python\n"
+        f"run_python(\"import os\\nos.system('sleep {tag}')\", timeout_s=60)\n")],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.monotonic() + 20
+        while not _procs_mentioning(f"sleep\0{tag}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pid = _procs_mentioning(f"sleep\0{tag}")[0]
+        cgroups = [line.split(":", 2)[2] for line in
+                   Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                   if "smoa-sbx-" in line]
+    finally:
+        caller.kill()  # SIGKILL: no cleanup code runs in the caller
+        caller.wait()
+    deadline = time.monotonic() + 5
+    while _procs_mentioning(f"sleep\0{tag}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _procs_mentioning(f"sleep\0{tag}") == []
+    for line in cgroups:  # the dead caller could not remove its cgroups: do it for it
+        for d in Path("/sys/fs/cgroup").glob(f"*{line}"):
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)

@@ -212,6 +212,7 @@ class _Cgroup:
     """A per-run cgroup (v2, or v1 memory + pids) that bounds and later kills the tree."""
 
     def __init__(self, kind: str, memory: int, pids: int) -> None:
+        _sweep_stale()
         _remove_pending()
         name = f"smoa-sbx-{secrets.token_hex(6)}"
         self.kind = kind
@@ -280,6 +281,18 @@ def _remove_pending() -> None:
         except OSError:
             continue
         _PENDING.remove(d)
+
+
+@functools.lru_cache(maxsize=1)
+def _sweep_stale() -> None:
+    """Once per process: remove empty smoa cgroups over an hour old (a caller killed -9)."""
+    for parent in (_CGROOT, _CGROOT / "memory", _CGROOT / "pids"):
+        with contextlib.suppress(OSError):
+            for d in parent.glob("smoa-sbx-*"):
+                with contextlib.suppress(OSError):
+                    if time.time() - d.stat().st_mtime > 3600 and \
+                            not (d / "cgroup.procs").read_text().strip():
+                        d.rmdir()
 
 
 @atexit.register
