@@ -52,7 +52,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -339,14 +338,9 @@ def _bwrap_argv(caps: dict, uid: int | None, tmp_mb: int, fds: tuple[int, int, i
     return argv
 
 
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - TAIL_CHARS * 4))
-            data = f.read()
-    except OSError:
-        return ""
+def _tail(fd: int) -> str:
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, TAIL_CHARS * 4, max(0, size - TAIL_CHARS * 4))
     return data.decode("utf-8", "replace")[-TAIL_CHARS:]
 
 
@@ -400,7 +394,9 @@ def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_pro
     if caps["cgroup"]:
         with contextlib.suppress(OSError):
             cg = _Cgroup(caps["cgroup"], mem, max_procs)
-    base = Path(tempfile.mkdtemp(prefix="smoa-sbx-"))
+    # stdout and stderr are memory files: capped by RLIMIT_FSIZE, gone with their last fd,
+    # so even a caller killed -9 leaves nothing on disk
+    out_fd, err_fd = os.memfd_create("smoa-stdout"), os.memfd_create("smoa-stderr")
     payload_fd = os.memfd_create("smoa-payload", 0)
     nonce_r, nonce_w = os.pipe()
     result_r, result_w = os.pipe()
@@ -423,46 +419,42 @@ def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_pro
     argv += _bwrap_argv(caps, uid, max_file_mb, fds)
 
     timed_out, rc, got = False, None, b""
-    out_path, err_path = base / "stdout", base / "stderr"
     try:
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            try:
-                proc = subprocess.Popen(
-                    argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
-                    stdout=out, stderr=err, pass_fds=fds,
-                    start_new_session=True,
-                )
-            except (OSError, subprocess.SubprocessError) as exc:
-                return SandboxResult("error", None, "", f"sandbox start failed: {exc}",
-                                     time.monotonic() - start, "the sandbox did not start")
-            for fd in fds:
-                os.close(fd)
-            fds = ()
-            try:
-                rc = _wait(proc, start + timeout_s, cancel)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                if cg:  # kill the tree but the outer bwrap, which then reaps its child
-                    cg.kill(spare=proc.pid)
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        proc.wait(timeout=2)
-                with contextlib.suppress(OSError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                rc = proc.wait()
-            finally:
-                with contextlib.suppress(OSError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            proc = subprocess.Popen(
+                argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                stdout=out_fd, stderr=err_fd, pass_fds=fds, start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return SandboxResult("error", None, "", f"sandbox start failed: {exc}",
+                                 time.monotonic() - start, "the sandbox did not start")
+        for fd in fds:
+            os.close(fd)
+        fds = ()
+        try:
+            rc = _wait(proc, start + timeout_s, cancel)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            if cg:  # kill the tree but the outer bwrap, which then reaps its child
+                cg.kill(spare=proc.pid)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=2)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            rc = proc.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(BlockingIOError, OSError):
             got = os.read(result_r, 4096)
         oom = cg.oom_killed() if cg else False
-        stdout, stderr = _tail(out_path), _tail(err_path)
+        stdout, stderr = _tail(out_fd), _tail(err_fd)
     finally:
-        for fd in (*fds, result_r):
+        for fd in (*fds, result_r, out_fd, err_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
         if cg:
             cg.kill_and_remove()
-        shutil.rmtree(base, ignore_errors=True)
     finished = hmac.compare_digest(got, nonce)
     status, detail = _classify(rc, timed_out, stderr, oom, finished)
     return SandboxResult(status, rc, stdout, stderr, time.monotonic() - start, detail)
