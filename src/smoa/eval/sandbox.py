@@ -21,10 +21,11 @@ Layers, and what each one stops (docs/sandbox.md has the longer version)
 3. **Limits for the whole process tree**: a cgroup when this process may create one (v2, or
    v1 ``memory`` + ``pids``): memory (tmpfs pages included) and process count for the tree,
    and an out-of-memory kill reported as ``memory``. Always, per process: ``RLIMIT_AS``
-   (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` (stdout/stderr are files capped by it, so an
+   (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` (stdout/stderr are memfds capped by it, so an
    output flood ends the writer), ``RLIMIT_NOFILE``, no core files and, with the throw-away
-   uid, ``RLIMIT_NPROC``, all set by util-linux ``prlimit`` (no ``preexec_fn``). Wall clock: ``timeout_s``, then the tree is killed (process group,
-   cgroup, and the PID namespace dies with its first process). :func:`capabilities` says
+   uid, ``RLIMIT_NPROC``, all set by util-linux ``prlimit`` (no ``preexec_fn``). Wall clock:
+   ``timeout_s``, then the tree is killed (process group, cgroup, and the PID namespace dies
+   with its first process). :func:`capabilities` says
    which of these are active.
 4. **The completion nonce** (:mod:`smoa.eval.sandbox_runner`): ``passed`` means the runner
    handed back a per-run random nonce, which it reads only after the code (and the tests)
