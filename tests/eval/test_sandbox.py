@@ -364,23 +364,23 @@ def test_async_variant_runs_concurrently():
 
 
 def test_no_cgroup_or_file_left_behind(monkeypatch):
-    import smoa.eval.sandbox as sb
+    import smoa.eval.sandbox_cgroup as sc
 
     made_dirs = []
-    init = sb._Cgroup.__init__
+    init = sc.Cgroup.__init__
 
     def record_cg(self, *a):
         init(self, *a)
         made_dirs.extend(self.dirs)
 
-    monkeypatch.setattr(sb._Cgroup, "__init__", record_cg)
+    monkeypatch.setattr(sc.Cgroup, "__init__", record_cg)
     fds_before = set(os.listdir("/proc/self/fd"))
     for code in ("print(1)", "while True: pass", "import os; os._exit(0)"):
         run_python(code, timeout_s=2)
     assert set(os.listdir("/proc/self/fd")) <= fds_before  # memfds and pipes closed
     if CAPS["cgroup"]:
         assert len(made_dirs) >= 3
-        sb._remove_pending_at_exit()  # a dir whose zombie was not yet reaped goes here
+        sc._remove_pending_at_exit()  # a dir whose zombie was not yet reaped goes here
         assert not [d for d in made_dirs if d.exists()]
 
 

@@ -25,8 +25,7 @@ Layers, and what each one stops (docs/sandbox.md has the longer version)
    output flood ends the writer), ``RLIMIT_NOFILE``, no core files and, with the throw-away
    uid, ``RLIMIT_NPROC``, all set by util-linux ``prlimit`` (no ``preexec_fn``). Wall clock:
    ``timeout_s``, then the tree is killed (process group, cgroup, and the PID namespace dies
-   with its first process). :func:`capabilities` says
-   which of these are active.
+   with its first process). :func:`capabilities` says which of these are active.
 4. **The completion nonce** (:mod:`smoa.eval.sandbox_runner`): ``passed`` means the runner
    handed back a per-run random nonce, which it reads only after the code (and the tests)
    returned. Exit statuses and output count for nothing, so ``sys.exit(0)``, ``os._exit(0)``,
@@ -42,7 +41,6 @@ Concurrency limits are the caller's job (e.g. a semaphore around :func:`arun_pyt
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import functools
 import hmac
@@ -60,6 +58,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..types import SmoaError
+from .sandbox_cgroup import Cgroup, cgroup_kind
 
 __all__ = [
     "SandboxResult",
@@ -75,7 +74,6 @@ SandboxStatus = Literal["passed", "failed", "timeout", "memory", "killed", "erro
 TAIL_CHARS = 4000
 _RUNNER = (Path(__file__).with_name("sandbox_runner.py")).read_text(encoding="utf-8")
 _INSIDE_UID = 1000
-_CGROOT = Path("/sys/fs/cgroup")
 _JOIN_CGROUPS = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
@@ -138,34 +136,6 @@ def _interpreter(drop: bool) -> tuple[str, str] | None:
     return None
 
 
-def _cgroup_kind() -> str | None:
-    """'v2' or 'v1' if this process can create the cgroups a run needs, else None."""
-    name = f"smoa-probe-{secrets.token_hex(4)}"
-    if (_CGROOT / "cgroup.controllers").is_file():
-        ctl = (_CGROOT / "cgroup.subtree_control")
-        with contextlib.suppress(OSError):
-            have = ctl.read_text().split()
-            if "memory" in have and "pids" in have:
-                d = _CGROOT / name
-                d.mkdir()
-                d.rmdir()
-                return "v2"
-        return None
-    made = []
-    try:
-        for c in ("memory", "pids"):
-            d = _CGROOT / c / name
-            d.mkdir()
-            made.append(d)
-        return "v1"
-    except OSError:
-        return None
-    finally:
-        for d in made:
-            with contextlib.suppress(OSError):
-                d.rmdir()
-
-
 @functools.lru_cache(maxsize=1)
 def capabilities() -> dict:
     """Probe (once per process) which layers work here; ``reason`` says why if none does."""
@@ -190,7 +160,7 @@ def capabilities() -> dict:
         caps["reason"] = ("bubblewrap is not installed: apt-get install bubblewrap "
                           "(the code sandbox runs model-written code under bwrap)")
         return caps
-    caps["cgroup"] = _cgroup_kind()
+    caps["cgroup"] = cgroup_kind()
     r = _run("print(6 * 7)", None, 20, 256, 16, 16, caps)
     caps["bwrap"] = r.status == "passed" and r.stdout_tail.strip() == "42"
     if not caps["bwrap"]:
@@ -207,102 +177,6 @@ def _require() -> dict:
 
 
 # --- one run ---------------------------------------------------------------------------
-
-class _Cgroup:
-    """A per-run cgroup (v2, or v1 memory + pids) that bounds and later kills the tree."""
-
-    def __init__(self, kind: str, memory: int, pids: int) -> None:
-        _sweep_stale()
-        _remove_pending()
-        name = f"smoa-sbx-{secrets.token_hex(6)}"
-        self.kind = kind
-        self.dirs = [_CGROOT / name] if kind == "v2" else [
-            _CGROOT / "memory" / name, _CGROOT / "pids" / name]
-        for d in self.dirs:
-            d.mkdir()
-        if kind == "v2":
-            self._write(self.dirs[0] / "memory.max", memory)
-            with contextlib.suppress(OSError):
-                self._write(self.dirs[0] / "memory.swap.max", 0)
-            self._write(self.dirs[0] / "pids.max", pids)
-        else:
-            self._write(self.dirs[0] / "memory.limit_in_bytes", memory)
-            with contextlib.suppress(OSError):  # only with swap accounting
-                self._write(self.dirs[0] / "memory.memsw.limit_in_bytes", memory)
-            self._write(self.dirs[1] / "pids.max", pids)
-        self.procs = [str(d / "cgroup.procs") for d in self.dirs]
-
-    @staticmethod
-    def _write(path: Path, value: int) -> None:
-        path.write_text(str(value))
-
-    def oom_killed(self) -> bool:
-        d = self.dirs[0]
-        with contextlib.suppress(OSError, ValueError):
-            f = "memory.events" if self.kind == "v2" else "memory.oom_control"
-            for line in (d / f).read_text().splitlines():
-                k, _, v = line.partition(" ")
-                if k == "oom_kill" and int(v) > 0:
-                    return True
-        return False
-
-    def pids(self) -> set[int]:
-        pids: set[int] = set()
-        for p in self.procs:
-            with contextlib.suppress(OSError, ValueError):
-                pids |= {int(x) for x in Path(p).read_text().split()}
-        return pids
-
-    def kill(self, spare: int | None = None) -> None:
-        """SIGKILL the tree, sparing ``spare`` (the outer bwrap, which reaps its child)."""
-        for pid in self.pids() - {spare}:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-    def kill_and_remove(self) -> None:
-        for _ in range(25):
-            if not self.pids():
-                break
-            self.kill()
-            time.sleep(0.02)
-        _PENDING.extend(self.dirs)
-        _remove_pending()
-
-
-_PENDING: list[Path] = []  # cgroups that still held a process (a zombie not yet reaped)
-
-
-def _remove_pending() -> None:
-    for d in list(_PENDING):
-        try:
-            d.rmdir()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            continue
-        _PENDING.remove(d)
-
-
-@functools.lru_cache(maxsize=1)
-def _sweep_stale() -> None:
-    """Once per process: remove empty smoa cgroups over an hour old (a caller killed -9)."""
-    for parent in (_CGROOT, _CGROOT / "memory", _CGROOT / "pids"):
-        with contextlib.suppress(OSError):
-            for d in parent.glob("smoa-sbx-*"):
-                with contextlib.suppress(OSError):
-                    if time.time() - d.stat().st_mtime > 3600 and \
-                            not (d / "cgroup.procs").read_text().strip():
-                        d.rmdir()
-
-
-@atexit.register
-def _remove_pending_at_exit() -> None:
-    for _ in range(20):
-        _remove_pending()
-        if not _PENDING:
-            break
-        time.sleep(0.05)
-
 
 def _bwrap_argv(caps: dict, uid: int | None, tmp_mb: int, fds: tuple[int, int, int]) -> list[str]:
     exe = caps["python"]
@@ -394,7 +268,7 @@ def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_pro
     cg = None
     if caps["cgroup"]:
         with contextlib.suppress(OSError):
-            cg = _Cgroup(caps["cgroup"], mem, max_procs)
+            cg = Cgroup(caps["cgroup"], mem, max_procs)
     # stdout and stderr are memory files: capped by RLIMIT_FSIZE, gone with their last fd,
     # so even a caller killed -9 leaves nothing on disk
     out_fd, err_fd = os.memfd_create("smoa-stdout"), os.memfd_create("smoa-stderr")
