@@ -432,3 +432,23 @@ def test_sandbox_dies_with_the_caller():
                     break
                 except OSError:
                     time.sleep(0.05)
+
+
+@pytest.mark.skipif(CAPS["cgroup"] is None, reason="no cgroup this process may create")
+def test_a_run_whose_cgroup_fails_does_not_run_weaker(monkeypatch):
+    import smoa.eval.sandbox_cgroup as sc
+
+    made = []
+    real = sc.Cgroup._make
+
+    def half(self, kind, memory, pids):
+        made.extend(self.dirs)
+        self.dirs[0].mkdir()  # the first directory is made, then the kernel says no
+        raise PermissionError("cgroup.procs: permission denied")
+
+    monkeypatch.setattr(sc.Cgroup, "_make", half)
+    r = run_python("print('ran')")
+    assert r.status == "error" and "cgroup" in r.detail and "ran" not in r.stdout_tail
+    assert made and not any(d.exists() for d in made)
+    monkeypatch.setattr(sc.Cgroup, "_make", real)
+    assert run_python("print('ran')").status == "passed"

@@ -266,9 +266,12 @@ def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_pro
     nonce = secrets.token_hex(32).encode()
     mem = int(memory_mb) * 1024 * 1024
     cg = None
-    if caps["cgroup"]:
-        with contextlib.suppress(OSError):
+    if caps["cgroup"]:  # it worked when probed: a run without it would be weaker, so refuse
+        try:
             cg = Cgroup(caps["cgroup"], mem, max_procs)
+        except OSError as exc:
+            return SandboxResult("error", None, "", f"sandbox: cgroup setup failed: {exc}",
+                                 time.monotonic() - start, "the run's cgroup could not be made")
     # stdout and stderr are memory files: capped by RLIMIT_FSIZE, gone with their last fd,
     # so even a caller killed -9 leaves nothing on disk
     out_fd, err_fd = os.memfd_create("smoa-stdout"), os.memfd_create("smoa-stderr")

@@ -59,6 +59,14 @@ class Cgroup:
         self.kind = kind
         self.dirs = [CGROOT / name] if kind == "v2" else [
             CGROOT / "memory" / name, CGROOT / "pids" / name]
+        try:
+            self._make(kind, memory, pids)
+        except OSError:
+            self.kill_and_remove()
+            raise
+        self.procs = [str(d / "cgroup.procs") for d in self.dirs]
+
+    def _make(self, kind: str, memory: int, pids: int) -> None:
         for d in self.dirs:
             d.mkdir()
         if kind == "v2":
@@ -71,7 +79,6 @@ class Cgroup:
             with contextlib.suppress(OSError):  # only with swap accounting
                 self._write(self.dirs[0] / "memory.memsw.limit_in_bytes", memory)
             self._write(self.dirs[1] / "pids.max", pids)
-        self.procs = [str(d / "cgroup.procs") for d in self.dirs]
 
     @staticmethod
     def _write(path: Path, value: int) -> None:
@@ -89,7 +96,7 @@ class Cgroup:
 
     def pids(self) -> set[int]:
         pids: set[int] = set()
-        for p in self.procs:
+        for p in (str(d / "cgroup.procs") for d in self.dirs):
             with contextlib.suppress(OSError, ValueError):
                 pids |= {int(x) for x in Path(p).read_text().split()}
         return pids
