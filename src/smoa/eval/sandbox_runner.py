@@ -50,6 +50,10 @@ def _main() -> None:
     all_signals, block = signal.valid_signals(), signal.SIG_BLOCK
     print_exc = traceback.print_exc
     out, err = sys.stdout, sys.stderr
+    # Everything used after the code has run is bound here, as locals of this frame: the code
+    # can rebind builtins (exec, compile, vars, len...) and this module's globals, not these.
+    exec_, compile_, dict_, vars_, len_ = exec, compile, dict, vars, len
+    modules = sys.modules
     pristine_builtins = tuple(vars(builtins).items())
     pristine_modules = tuple(
         (name, mod, tuple(vars(mod).items()))
@@ -82,8 +86,8 @@ def _main() -> None:
 
     def restore() -> None:
         for name, mod, items in pristine_modules:
-            sys.modules[name] = mod
-            d = vars(mod)
+            modules[name] = mod
+            d = vars_(mod)
             for k, v in items:
                 if d.get(k, missing) is not v:
                     d[k] = v
@@ -115,17 +119,17 @@ def _main() -> None:
             restore()
             settrace(None)
             setprofile(None)
-            gt = dict(g)
-            gt["__builtins__"] = dict(pristine_builtins)
+            gt = dict_(g)
+            gt["__builtins__"] = dict_(pristine_builtins)
             gt["__file__"] = "tests.py"
-            exec(compile(tests, "tests.py", "exec"), gt)
+            exec_(compile_(tests, "tests.py", "exec"), gt)
         except BaseException as e:
             fail(f"the tests did not finish: {type(e).__name__}")
     try:
         sigmask(block, all_signals)  # no signal handler runs from here on
         if gettrace() is not None or getprofile() is not None:
             fail("a trace or profile hook was left set", with_traceback=False)
-        if len(listdir("/proc/self/task")) != 1:
+        if len_(listdir("/proc/self/task")) != 1:
             fail("threads were still running when the tests ended", with_traceback=False)
     except BaseException as e:
         fail(f"the end checks failed: {type(e).__name__}")
