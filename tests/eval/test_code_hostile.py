@@ -216,6 +216,19 @@ PATCH_TRICKS = {
         "builtins.dict = lambda *a, **k: {}\nbuiltins.len = lambda x: 1\n"
         "def f(x):\n    return None\n",
         "assert f(1) == 2\n"),
+    "a finder that serves a fake module": (
+        "import sys, types\n"
+        "class Fake:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'statistics':\n"
+        "            import importlib.util\n"
+        "            return importlib.util.spec_from_loader(name, self)\n"
+        "    def create_module(self, spec):\n"
+        "        m = types.ModuleType(spec.name)\n        m.mean = lambda xs: 0\n        return m\n"
+        "    def exec_module(self, m):\n        pass\n"
+        "sys.meta_path.insert(0, Fake())\n"
+        "def f(xs):\n    return 0\n",
+        "import statistics\nassert f([1, 3]) == statistics.mean([1, 3])\n"),
     "check defined by the code, tests call it": (
         "def check(candidate):\n    pass\ndef f(x):\n    return None\n",
         "check(f)\n"),

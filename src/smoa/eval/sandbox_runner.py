@@ -17,7 +17,8 @@ or any object that the candidate could find through ``gc`` or frames while it ru
 
 Between the candidate code and the tests the runner undoes the usual tampering: builtins come
 from a snapshot taken before the candidate ran, every module loaded before the candidate ran
-gets its original attributes back, and trace/profile hooks are cleared. After the tests, a
+gets its original attributes back, the import system's finder and path lists their original
+contents, and trace/profile hooks are cleared. After the tests, a
 run with a trace or profile hook set, or with any thread but the main one still alive, fails.
 
 Limit (stated in docs/sandbox.md): code in the same interpreter can do whatever this runner can.
@@ -53,7 +54,9 @@ def _main() -> None:
     # Everything used after the code has run is bound here, as locals of this frame: the code
     # can rebind builtins (exec, compile, vars, len...) and this module's globals, not these.
     exec_, compile_, dict_, vars_, len_ = exec, compile, dict, vars, len
-    modules = sys.modules
+    modules, importer_cache = sys.modules, sys.path_importer_cache
+    # the import system's lists, whose contents (not bindings) a reply can change
+    import_lists = tuple((lst, tuple(lst)) for lst in (sys.meta_path, sys.path_hooks, sys.path))
     pristine_builtins = tuple(vars(builtins).items())
     pristine_modules = tuple(
         (name, mod, tuple(vars(mod).items()))
@@ -91,6 +94,9 @@ def _main() -> None:
             for k, v in items:
                 if d.get(k, missing) is not v:
                     d[k] = v
+        for lst, items in import_lists:  # e.g. a finder that serves a fake module
+            lst[:] = items
+        importer_cache.clear()
 
     chunks = []
     while True:
