@@ -55,7 +55,7 @@ def _main() -> None:
     # can rebind builtins (exec, compile, vars, len...) and this module's globals, not these.
     exec_, compile_, dict_, vars_, len_ = exec, compile, dict, vars, len
     modules, importer_cache = sys.modules, sys.path_importer_cache
-    # the import system's lists, whose contents (not bindings) a reply can change
+    # the import system's lists: a reply can change their contents, not only their binding
     import_lists = tuple((lst, tuple(lst)) for lst in (sys.meta_path, sys.path_hooks, sys.path))
     pristine_builtins = tuple(vars(builtins).items())
     pristine_modules = tuple(
