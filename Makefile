@@ -37,7 +37,9 @@ install: $(BIN)/python
 run: install
 	$(BIN)/smoa ask --method smoa -n 3 -k 2 --rounds 2 --max-tokens 160 --seed 7 "$(PROMPT)"
 
+# bubblewrap is the OS boundary the code sandbox (HumanEval/MBPP scoring) runs under
 test: install
+	@command -v bwrap >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q bubblewrap; }
 	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval,ray,browser]'
 	@if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
 	@if [ ! -f $(BFCL_REF)/bfcl_eval-$(BFCL_EVAL_VERSION).dist-info/METADATA ]; then \

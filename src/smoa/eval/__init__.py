@@ -19,6 +19,7 @@ _LAZY = {
     "SandboxResult": "sandbox",
     "run_python": "sandbox",
     "arun_python": "sandbox",
+    "SandboxUnavailable": "sandbox",
 }
 
 __all__ = sorted(_LAZY)

@@ -349,6 +349,7 @@ async def arun_eval(
         concurrency=concurrency, cache=cache, run_id=uuid.uuid4().hex[:12],
     )
     bench = get_benchmark(benchmark)
+    getattr(bench, "check_ready", lambda: None)()  # e.g. code sets: is the sandbox there?
     items = load_items(settings, bench)
     # validate every pipeline before any work starts (one clear error for a bad config)
     pipes, shared = build_pipelines(settings, bench, backends)

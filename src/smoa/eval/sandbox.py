@@ -1,47 +1,40 @@
-"""Run untrusted Python (model-written code plus benchmark tests) in a throw-away subprocess.
+"""Run untrusted Python (model-written code plus benchmark tests) behind an OS boundary.
 
-What is enforced, and by what
------------------------------
-Each run gets a fresh ``python -I -B`` interpreter (isolated mode: no user site, no PYTHON*
-environment variables, script directory not on ``sys.path``; no ``.pyc`` writes) whose working
-directory is a new, empty temporary directory, deleted afterwards. Stdin is ``/dev/null`` and the
-environment is minimal (PATH, HOME/TMPDIR pointing at the working directory, LANG, single-threaded
-BLAS). Then, in layers:
+The boundary is Debian's ``bubblewrap`` (``bwrap``, the sandbox Flatpak uses): a small,
+well-kept setuid-free tool that builds Linux namespaces. We keep our own code only for what it
+does not do: choosing the binds, the per-run limits, and deciding whether a run passed.
 
-1. **Kernel resource limits** (``setrlimit`` in ``preexec_fn``): address space (``RLIMIT_AS``,
-   ``memory_mb``), CPU seconds (``RLIMIT_CPU``), size of any file written (``RLIMIT_FSIZE``),
-   open files, no core dumps, and the number of processes (``RLIMIT_NPROC``). The kernel ignores
-   ``RLIMIT_NPROC`` for root, so see 3.
-2. **Process containment.** The child starts a new session (its own process group). Where
-   ``unshare --net --pid --fork --kill-child`` works (root on Linux), the code runs as PID 1 of a
-   fresh PID namespace and in a fresh network namespace: every process it forks dies with it,
-   even one that called ``setsid``, and it has no network interface but a downed loopback, so
-   no connection can leave (not even to 127.0.0.1 of the host). On timeout or exit the whole
-   process group is sent SIGKILL.
-3. **Unprivileged user.** When the caller is root and ``setpriv`` is present, the code runs
-   under a throw-away numeric uid/gid (no capabilities, ``no_new_privs``). File permissions then
-   stop writes to anything not world-writable, and ``RLIMIT_NPROC`` is enforced, which is what
-   stops a fork bomb. Each run uses its own uid, so concurrent runs do not share that count.
-4. **In-interpreter guard** (``sys.addaudithook``, which code cannot remove): refuses opening a
-   path for writing, creating, deleting, renaming, linking or chmod-ing anything whose resolved
-   path lies outside the working directory (``/dev/null`` is allowed); refuses socket
-   ``connect``/``bind``/``sendto``; refuses ``fork``/``exec``/``system``/``posix_spawn``/
-   ``subprocess`` unless ``allow_subprocess=True``; refuses ``setrlimit``, signals to other
-   processes and loading native code through ``ctypes``.
+Layers, and what each one stops (docs/sandbox.md has the longer version)
+----------------------------------------------------------------------
+1. **A throw-away uid** (when the caller is root: ``setpriv --reuid/--regid`` to a random
+   unused uid, no groups, ``no_new_privs``). The code owns nothing on the host, and the
+   kernel's per-uid process count belongs to this run alone.
+2. **bubblewrap namespaces**: new user, pid, network, ipc, uts and cgroup namespaces;
+   ``--die-with-parent``; ``--new-session``. The mount namespace holds only a read-only
+   ``/usr`` (plus the interpreter's prefix when it lives elsewhere, the ``/lib*`` links and
+   ``/etc/ld.so.cache``), a fresh ``/proc`` that shows only the sandbox's own processes, a
+   minimal ``/dev``, and private size-capped tmpfs ``/tmp`` and ``/dev/shm``; the root is
+   remounted read-only. So: no host files to read (no ``/etc``, ``/home``, ``/root``, host
+   ``/proc`` command lines or environments), nothing on the host to write, no host socket to
+   reach (TCP or UNIX, path or abstract), no host process to signal. The environment is
+   cleared and rebuilt (PATH, HOME, TMPDIR, LANG, single-threaded BLAS).
+3. **Limits for the whole process tree**: a cgroup when this process may create one (v2, or
+   v1 ``memory`` + ``pids``): memory (tmpfs pages included) and process count for the tree,
+   and an out-of-memory kill reported as ``memory``. Always, per process: ``RLIMIT_AS``
+   (memory), ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` (stdout/stderr are memfds capped by it, so an
+   output flood ends the writer), ``RLIMIT_NOFILE``, no core files and, with the throw-away
+   uid, ``RLIMIT_NPROC``, all set by util-linux ``prlimit`` (no ``preexec_fn``). Wall clock:
+   ``timeout_s``, then the tree is killed (process group, cgroup, and the PID namespace dies
+   with its first process). :func:`capabilities` says which of these are active.
+4. **The completion nonce** (:mod:`smoa.eval.sandbox_runner`): ``passed`` means the runner
+   handed back a per-run random nonce, which it reads only after the code (and the tests)
+   returned. Exit statuses and output count for nothing, so ``sys.exit(0)``, ``os._exit(0)``,
+   exit hooks, a thread that exits, a signal to itself or a printed "passed" all fail.
 
-What is *not* enforced
-----------------------
-* The audit-hook guard is a best-effort Python-level fence, not a security boundary: C
-  extensions can make system calls directly, a path can be swapped for a symlink between the
-  check and the use, and hostile code can tamper with interpreter state. Layers 1-3 are the real
-  limits; where they are unavailable (not root, no ``unshare``/``setpriv``, not Linux),
-  containment is weaker: check :func:`capabilities`.
-* Without the unprivileged uid, world-writable places (``/tmp``, ``/dev/shm``) and, as root,
-  everything else are writable to code that gets around the guard.
-* Reading files outside the working directory is allowed (the interpreter needs its stdlib).
-* There is no cgroup: total memory across forked children is bounded only by
-  ``RLIMIT_AS`` x ``RLIMIT_NPROC``; wall-clock time is bounded by ``timeout_s``.
+There is no Python audit hook: a hook in the process it guards can be switched off by the code
+it guards, and the kernel layers above stop everything it used to stop.
 
+Without a working ``bwrap`` nothing runs: :class:`SandboxUnavailable` says what to install.
 Concurrency limits are the caller's job (e.g. a semaphore around :func:`arun_python`).
 """
 
@@ -50,21 +43,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from ..types import SmoaError
+from .sandbox_cgroup import Cgroup, cgroup_kind
 
 __all__ = [
     "SandboxResult",
     "SandboxStatus",
+    "SandboxUnavailable",
     "capabilities",
     "run_python",
     "arun_python",
@@ -73,116 +72,24 @@ __all__ = [
 SandboxStatus = Literal["passed", "failed", "timeout", "memory", "killed", "error"]
 
 TAIL_CHARS = 4000
-_SOLUTION = "solution.py"
+_RUNNER = (Path(__file__).with_name("sandbox_runner.py")).read_text(encoding="utf-8")
+_INSIDE_UID = 1000
+_JOIN_CGROUPS = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
-# The guard runs inside the sandboxed interpreter before the user's code. It is passed with
-# ``-c``, so it never exists as a file the code could edit.
-_RUNNER = r'''
-import os, sys
-_ALLOW_SUB = sys.argv[1] == "1"
-_GUARD = sys.argv[2] == "1"
-_PATH = sys.argv[3]
-_ROOT = os.path.realpath(os.getcwd())
-_SELF = os.getpid()
-_ALLOWED = frozenset({"/dev/null"})
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_realpath = os.path.realpath
-_join = os.path.join
-_readlink = os.readlink
-_fspath = os.fspath
-_getpid = os.getpid
-_sep = os.sep
 
-def _resolve(p, dir_fd=None):
-    if isinstance(p, int):
-        return None
-    p = _fspath(p)
-    if isinstance(p, bytes):
-        p = p.decode("utf-8", "surrogateescape")
-    if isinstance(dir_fd, int) and dir_fd >= 0 and not p.startswith("/"):
-        try:
-            base = _readlink("/proc/self/fd/%d" % dir_fd)
-        except OSError:
-            return "/"
-        p = _join(base, p)
-    return _realpath(p)
-
-def _inside(p, dir_fd=None):
-    r = _resolve(p, dir_fd)
-    if r is None:
-        return True
-    return r == _ROOT or r.startswith(_ROOT + _sep) or r in _ALLOWED
-
-def _deny(what):
-    raise PermissionError("sandbox: %s refused" % what)
-
-_PATH_EVENTS = {
-    "os.remove": (0, 1), "os.rmdir": (0, 1), "os.mkdir": (0, 2), "os.chmod": (0, 2),
-    "os.chown": (0, 3), "os.truncate": (0, None), "os.utime": (0, 3), "os.mkfifo": (0, 2),
-    "os.mknod": (0, 3), "os.chflags": (0, None), "os.lchflags": (0, None),
-    "os.setxattr": (0, None), "os.removexattr": (0, None), "shutil.rmtree": (0, 1),
-}
-_BLOCK_SUB = frozenset({
-    "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
-    "subprocess.Popen", "pty.spawn", "os.startfile",
-})
-_BLOCK_ALWAYS = frozenset({
-    "resource.setrlimit", "resource.prlimit", "ctypes.dlsym",
-    "ctypes.call_function", "socket.sethostname",
-})
-
-def _hook(event, args):
-    if event == "open":
-        path, mode, flags = args
-        writing = False
-        if isinstance(mode, str):
-            writing = any(c in mode for c in "wax+")
-        elif isinstance(flags, int):
-            writing = bool(flags & _WRITE_FLAGS)
-        if writing and not _inside(path):
-            _deny("writing %r outside the sandbox directory" % (path,))
-    elif event in _PATH_EVENTS:
-        i, fd_i = _PATH_EVENTS[event]
-        dir_fd = args[fd_i] if fd_i is not None and len(args) > fd_i else None
-        if not _inside(args[i], dir_fd):
-            _deny("%s on %r outside the sandbox directory" % (event, args[i]))
-    elif event in ("os.rename", "os.link"):
-        if not (_inside(args[0], args[2]) and _inside(args[1], args[3])):
-            _deny("%s outside the sandbox directory" % event)
-    elif event == "os.symlink":
-        if not _inside(args[1], args[2]):
-            _deny("os.symlink outside the sandbox directory")
-    elif event.startswith("socket.") and event in (
-        "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"
-    ):
-        _deny("network access (%s)" % event)
-    elif event in ("os.kill", "os.killpg", "signal.pthread_kill"):
-        if args and args[0] not in (0, _getpid(), _SELF):
-            _deny("signalling another process")
-    elif event in _BLOCK_ALWAYS:
-        _deny(event)
-    elif not _ALLOW_SUB and event in _BLOCK_SUB:
-        _deny("starting a process (%s)" % event)
-
-if _GUARD:
-    sys.addaudithook(_hook)
-sys.argv = [_PATH]
-with open(_PATH, "rb") as _f:
-    _src = _f.read()
-_code = compile(_src, _PATH, "exec")
-del _f, _src
-_g = {"__name__": "__main__", "__file__": _PATH, "__builtins__": __builtins__}
-exec(_code, _g)
-'''
+class SandboxUnavailable(SmoaError, RuntimeError):
+    """No working OS sandbox on this machine; the message says what to install."""
 
 
 @dataclass(frozen=True)
 class SandboxResult:
     """Outcome of one sandboxed run.
 
-    status: ``passed`` (exit 0), ``failed`` (non-zero exit, e.g. an AssertionError),
-    ``timeout`` (wall clock or CPU limit), ``memory`` (MemoryError / allocation refused),
-    ``killed`` (ended by another signal), ``error`` (the sandbox itself could not run it).
+    status: ``passed`` (the code, and the tests when given, ran to their last statement),
+    ``failed`` (an exception, an early exit of any kind, a hook or thread left behind),
+    ``timeout`` (wall clock or CPU limit), ``memory`` (MemoryError or the memory limit),
+    ``killed`` (ended by a signal, e.g. the output limit), ``error`` (the sandbox itself
+    failed). ``detail`` says why in one line.
     """
 
     status: SandboxStatus
@@ -190,192 +97,245 @@ class SandboxResult:
     stdout_tail: str
     stderr_tail: str
     duration_s: float
+    detail: str = ""
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
 
 
+# --- probing ---------------------------------------------------------------------------
+
+def _reachable_by_anyone(path: str) -> bool:
+    """True if a uid with no groups can open ``path`` (every parent searchable by others)."""
+    p = Path(path)
+    try:
+        if not os.stat(p).st_mode & 0o004 and not p.is_dir():
+            return False
+        for parent in p.parents:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _interpreter(drop: bool) -> tuple[str, str] | None:
+    """(python executable, prefix to bind) the sandboxed uid can run, same minor version."""
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    candidates = [(base, os.path.realpath(sys.base_prefix))]
+    for d in ("/usr/bin", "/usr/local/bin"):
+        candidates.append((f"{d}/python{ver}", os.path.dirname(d)))
+    for exe, prefix in candidates:
+        if not os.path.isfile(exe):
+            continue
+        if drop and not (_reachable_by_anyone(exe) and _reachable_by_anyone(prefix)):
+            continue
+        return exe, prefix
+    return None
+
+
 @functools.lru_cache(maxsize=1)
-def capabilities() -> dict[str, bool]:
-    """Probe (once per process) which containment layers work on this machine."""
-    caps = {"linux": sys.platform.startswith("linux"), "root": False, "unshare": False,
-            "setpriv": False}
+def capabilities() -> dict:
+    """Probe (once per process) which layers work here; ``reason`` says why if none does."""
+    caps: dict = {"linux": sys.platform.startswith("linux"), "root": False, "bwrap": False,
+                  "setpriv": False, "cgroup": None, "python": None, "reason": ""}
     if not caps["linux"]:
+        caps["reason"] = "the code sandbox needs Linux (bubblewrap namespaces)"
         return caps
     caps["root"] = os.geteuid() == 0
-    unshare = shutil.which("unshare")
-    if unshare:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            r = subprocess.run(
-                [unshare, "--net", "--pid", "--fork", "--kill-child", "--", "true"],
-                stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
-            )
-            caps["unshare"] = r.returncode == 0
-    setpriv = shutil.which("setpriv")
-    if setpriv and caps["root"]:
-        # The interpreter must be readable by an arbitrary uid (it is not if it lives under a
-        # private home directory), so try the real thing once.
-        uid = _fresh_uid()
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            r = subprocess.run(
-                [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                 "--no-new-privs", sys.executable, "-I", "-B", "-c",
-                 "import json, collections, re; print('ok')"],
-                stdin=subprocess.DEVNULL, capture_output=True, timeout=20, cwd="/",
-            )
-            caps["setpriv"] = r.returncode == 0 and r.stdout.strip() == b"ok"
+    caps["setpriv"] = caps["root"] and shutil.which("setpriv") is not None
+    interp = _interpreter(drop=caps["setpriv"])
+    if interp is None:
+        caps["reason"] = ("no Python interpreter that an unprivileged uid can run was found; "
+                          f"install python{sys.version_info.major}.{sys.version_info.minor} "
+                          "under /usr")
+        return caps
+    caps["python"] = interp[0]
+    if shutil.which("prlimit") is None:
+        caps["reason"] = "prlimit is not installed: apt-get install util-linux"
+        return caps
+    if shutil.which("bwrap") is None:
+        caps["reason"] = ("bubblewrap is not installed: apt-get install bubblewrap "
+                          "(the code sandbox runs model-written code under bwrap)")
+        return caps
+    caps["cgroup"] = cgroup_kind()
+    r = _run("print(6 * 7)", None, 20, 256, 16, 16, caps)
+    caps["bwrap"] = r.status == "passed" and r.stdout_tail.strip() == "42"
+    if not caps["bwrap"]:
+        last = (r.stderr_tail.strip().splitlines() or [r.detail])[-1]
+        caps["reason"] = f"bubblewrap does not work here ({last}); user namespaces may be off"
     return caps
 
 
-def _fresh_uid() -> int:
-    # A numeric uid no account uses: nothing to log in as, nothing owned, own RLIMIT_NPROC count.
-    return 200_000 + secrets.randbelow(800_000)
+def _require() -> dict:
+    caps = capabilities()
+    if not caps["bwrap"]:
+        raise SandboxUnavailable(f"code sandbox unavailable: {caps['reason']}")
+    return caps
 
 
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_CHARS * 4))
-            data = f.read()
-    except OSError:
-        return ""
+# --- one run ---------------------------------------------------------------------------
+
+def _bwrap_argv(caps: dict, uid: int | None, tmp_mb: int, fds: tuple[int, int, int]) -> list[str]:
+    exe = caps["python"]
+    prefix = os.path.realpath(sys.base_prefix) if exe == os.path.realpath(
+        getattr(sys, "_base_executable", None) or sys.executable) else "/usr"
+    argv: list[str] = []
+    if uid is not None:
+        argv += [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
+                 "--clear-groups", "--no-new-privs"]
+    argv += [shutil.which("bwrap") or "bwrap",
+             "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+             "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+             "--uid", str(_INSIDE_UID), "--gid", str(_INSIDE_UID), "--hostname", "sandbox",
+             "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr"]
+    for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
+    if os.path.isfile("/etc/ld.so.cache"):
+        argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    if prefix != "/usr" and not prefix.startswith("/usr/"):
+        argv += ["--ro-bind", prefix, prefix]
+    size = str(int(tmp_mb) * 1024 * 1024)
+    argv += ["--proc", "/proc", "--dev", "/dev",
+             "--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm",
+             "--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
+           "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for k, v in env.items():
+        argv += ["--setenv", k, v]
+    argv += ["--", exe, "-I", "-B", "-c", _RUNNER, *map(str, fds)]
+    return argv
+
+
+def _tail(fd: int) -> str:
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, TAIL_CHARS * 4, max(0, size - TAIL_CHARS * 4))
     return data.decode("utf-8", "replace")[-TAIL_CHARS:]
 
 
-@dataclass
-class _Prepared:
-    base: Path
-    workdir: Path
-    argv: list[str]
-    env: dict[str, str]
-    preexec: object
-    out_path: Path
-    err_path: Path
-    out: Any = None
-    err: Any = None
-
-    def close(self) -> None:
-        for f in (self.out, self.err):
-            if f is not None:
-                f.close()
-
-
-def _prepare(
-    code: str, timeout_s: float, memory_mb: int, allow_subprocess: bool, max_procs: int,
-    max_file_mb: int, guard: bool,
-) -> _Prepared:
-    caps = capabilities()
-    base = Path(tempfile.mkdtemp(prefix="smoa-sbx-"))
-    try:
-        return _prepare_in(base, caps, code, timeout_s, memory_mb, allow_subprocess, max_procs,
-                           max_file_mb, guard)
-    except BaseException:
-        _rmtree(base)
-        raise
-
-
-def _prepare_in(
-    base: Path, caps: dict[str, bool], code: str, timeout_s: float, memory_mb: int,
-    allow_subprocess: bool, max_procs: int, max_file_mb: int, guard: bool,
-) -> _Prepared:
-    workdir = base / "work"
-    workdir.mkdir()
-    os.chmod(base, 0o711)  # traversable by the dropped uid, not listable
-    drop = caps["root"] and caps["setpriv"]
-    uid = _fresh_uid()
-    if drop:
-        os.chown(workdir, uid, uid)
-    os.chmod(workdir, 0o700)
-    sol = workdir / _SOLUTION
-    sol.write_text(code, encoding="utf-8")
-    if drop:
-        os.chown(sol, uid, uid)
-    out_path, err_path = base / "stdout", base / "stderr"
-
-    argv: list[str] = []
-    if caps["unshare"]:
-        argv += [shutil.which("unshare") or "unshare", "--net", "--pid", "--fork",
-                 "--kill-child", "--"]
-    if drop:
-        argv += [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
-                 "--clear-groups", "--no-new-privs"]
-    argv += [sys.executable, "-I", "-B", "-c", _RUNNER, "1" if allow_subprocess else "0",
-             "1" if guard else "0", str(sol)]
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-    mem = int(memory_mb) * 1024 * 1024
-    cpu = max(1, int(timeout_s) + 1)
-    fsize = int(max_file_mb) * 1024 * 1024
-
-    def preexec() -> None:  # runs in the child between fork and exec
-        import resource
-
-        os.setsid()
-        limits = [
-            (resource.RLIMIT_AS, mem),
-            (resource.RLIMIT_CPU, cpu),
-            (resource.RLIMIT_FSIZE, fsize),
-            (resource.RLIMIT_CORE, 0),
-            (resource.RLIMIT_NOFILE, 256),
-            (resource.RLIMIT_NPROC, max_procs),
-        ]
-        for which, value in limits:
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(which, (value, value))
-
-    prep = _Prepared(base, workdir, argv, env, preexec, out_path, err_path)
-    prep.out, prep.err = open(out_path, "wb"), open(err_path, "wb")
-    return prep
-
-
-def _classify(returncode: int | None, timed_out: bool, stderr: str) -> SandboxStatus:
+def _classify(rc: int | None, timed_out: bool, stderr: str, oom: bool,
+              finished: bool) -> tuple[SandboxStatus, str]:
     if timed_out:
-        return "timeout"
-    if returncode == 0:
-        return "passed"
-    if returncode is None:
-        return "error"
-    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-    if "MemoryError" in last or "Cannot allocate memory" in stderr[-500:]:
-        return "memory"
-    if returncode < 0 or returncode >= 128:
-        sig = -returncode if returncode < 0 else returncode - 128
+        return "timeout", "ran past its time limit"
+    if rc == 0 and finished:
+        return "passed", ""  # the tests' last statement returned: that is the verdict
+    if oom:
+        return "memory", "the process tree hit its memory limit"
+    if rc is None:
+        return "error", "the sandbox did not start"
+    tail = stderr[-800:]
+    if "MemoryError" in tail or "Cannot allocate memory" in tail:
+        return "memory", "an allocation was refused (memory limit)"
+    if rc < 0 or rc >= 128:
+        sig = -rc if rc < 0 else rc - 128
         if sig == signal.SIGXCPU:
-            return "timeout"
-        if sig in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS) and (
-            "MemoryError" in stderr or "memory" in stderr.lower()
-        ):
-            return "memory"
-        return "killed"
-    return "failed"
+            return "timeout", "ran past its CPU-time limit"
+        if sig == signal.SIGXFSZ:
+            return "killed", "wrote past the output/file size limit"
+        with contextlib.suppress(ValueError):
+            return "killed", f"ended by signal {signal.Signals(sig).name}"
+        return "killed", f"ended by signal {sig}"
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("smoa-sandbox: ")]
+    if lines:
+        return "failed", lines[-1][len("smoa-sandbox: "):]
+    if rc == 0:
+        return "failed", "exited before the end of the code and tests (no completion nonce)"
+    return "failed", f"exited with status {rc} before the end of the code and tests"
 
 
-def _rmtree(path: Path) -> None:
-    def retry(func, p, _exc):  # a read-only directory left behind by the code
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-
-    shutil.rmtree(path, onerror=retry)
-    if path.exists():
-        shutil.rmtree(path, ignore_errors=True)
+def _wait(proc: subprocess.Popen, deadline: float, cancel: threading.Event | None) -> int:
+    """The exit status; TimeoutExpired at the deadline or as soon as ``cancel`` is set."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or (cancel is not None and cancel.is_set()):
+            raise subprocess.TimeoutExpired(proc.args, 0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=min(left, 0.05) if cancel is not None else left)
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
-        os.killpg(pid, signal.SIGKILL)
+def _run(code: str, tests: str | None, timeout_s: float, memory_mb: int, max_procs: int,
+         max_file_mb: int, caps: dict, cancel: threading.Event | None = None) -> SandboxResult:
+    start = time.monotonic()
+    uid = 200_000 + secrets.randbelow(800_000) if caps["setpriv"] else None
+    nonce = secrets.token_hex(32).encode()
+    mem = int(memory_mb) * 1024 * 1024
+    cg = None
+    if caps["cgroup"]:  # it worked when probed: a run without it would be weaker, so refuse
+        try:
+            cg = Cgroup(caps["cgroup"], mem, max_procs)
+        except OSError as exc:
+            return SandboxResult("error", None, "", f"sandbox: cgroup setup failed: {exc}",
+                                 time.monotonic() - start, "the run's cgroup could not be made")
+    # stdout and stderr are memory files: capped by RLIMIT_FSIZE, gone with their last fd,
+    # so even a caller killed -9 leaves nothing on disk
+    out_fd, err_fd = os.memfd_create("smoa-stdout"), os.memfd_create("smoa-stderr")
+    payload_fd = os.memfd_create("smoa-payload", 0)
+    nonce_r, nonce_w = os.pipe()
+    result_r, result_w = os.pipe()
+    os.write(payload_fd, json.dumps({"code": code, "tests": tests}).encode())
+    os.lseek(payload_fd, 0, os.SEEK_SET)
+    os.write(nonce_w, nonce)
+    os.close(nonce_w)
+    os.set_blocking(result_r, False)
+    fds = (payload_fd, nonce_r, result_w)
+    cpu, fsize = max(1, int(timeout_s) + 1), int(max_file_mb) * 1024 * 1024
+    # No preexec_fn (unsafe with threads): a shell joins the cgroup, prlimit sets the limits,
+    # each then execs the next step.
+    argv: list[str] = []
+    if cg:
+        argv += ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *cg.procs, "--"]
+    argv += [shutil.which("prlimit") or "prlimit", f"--as={mem}", f"--cpu={cpu}",
+             f"--fsize={fsize}", "--core=0", "--nofile=256"]
+    if uid is not None:
+        argv.append(f"--nproc={max_procs}")
+    argv += _bwrap_argv(caps, uid, max_file_mb, fds)
+
+    timed_out, rc, got = False, None, b""
+    try:
+        try:
+            proc = subprocess.Popen(
+                argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                stdout=out_fd, stderr=err_fd, pass_fds=fds, start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return SandboxResult("error", None, "", f"sandbox start failed: {exc}",
+                                 time.monotonic() - start, "the sandbox did not start")
+        for fd in fds:
+            os.close(fd)
+        fds = ()
+        try:
+            rc = _wait(proc, start + timeout_s, cancel)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            if cg:  # kill the tree but the outer bwrap, which then reaps its child
+                cg.kill(spare=proc.pid)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=2)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            rc = proc.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(BlockingIOError, OSError):
+            got = os.read(result_r, 4096)
+        oom = cg.oom_killed() if cg else False
+        stdout, stderr = _tail(out_fd), _tail(err_fd)
+    finally:
+        for fd in (*fds, result_r, out_fd, err_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if cg:
+            cg.kill_and_remove()
+    finished = hmac.compare_digest(got, nonce)
+    status, detail = _classify(rc, timed_out, stderr, oom, finished)
+    return SandboxResult(status, rc, stdout, stderr, time.monotonic() - start, detail)
 
 
 def run_python(
@@ -383,54 +343,23 @@ def run_python(
     timeout_s: float = 10,
     memory_mb: int = 512,
     *,
-    allow_subprocess: bool = False,
+    tests: str | None = None,
     max_procs: int = 64,
     max_file_mb: int = 16,
-    guard: bool = True,
 ) -> SandboxResult:
-    """Run ``code`` as ``__main__`` in a fresh sandboxed interpreter and report how it ended.
+    """Run ``code`` as ``__main__`` in a fresh sandbox, then ``tests`` (if given), and report.
 
-    ``status`` is ``passed`` iff the program exits 0 within ``timeout_s`` seconds (wall clock).
+    ``tests`` run after the code, in a copy of its namespace, with builtins and the modules
+    loaded before the code restored. ``status`` is ``passed`` only if both ran to their last
+    statement within ``timeout_s`` (wall clock) and left no thread or trace hook behind.
+    ``memory_mb`` bounds the tree (cgroup) and each process (``RLIMIT_AS``); ``max_procs``
+    the number of processes; ``max_file_mb`` any file written, stdout and stderr included,
+    and the size of each of the private ``/tmp`` and ``/dev/shm``.
     Blocking: call from a thread pool or use :func:`arun_python` inside an event loop.
-
-    ``allow_subprocess`` lifts the guard's ban on fork/exec (the kernel limits still apply);
-    ``guard=False`` drops the in-interpreter guard entirely (to test the kernel layers alone);
-    ``max_procs`` is ``RLIMIT_NPROC``; ``max_file_mb`` caps any file written, stdout included.
+    Raises :class:`SandboxUnavailable` when bubblewrap cannot run here.
     """
-    start = time.monotonic()
-    try:
-        prep = _prepare(
-            code, timeout_s, memory_mb, allow_subprocess, max_procs, max_file_mb, guard
-        )
-    except OSError as exc:
-        return SandboxResult("error", None, "", f"sandbox setup failed: {exc}", 0.0)
-    timed_out = False
-    returncode: int | None = None
-    try:
-        try:
-            proc = subprocess.Popen(
-                prep.argv, cwd=prep.workdir, env=prep.env, stdin=subprocess.DEVNULL,
-                stdout=prep.out, stderr=prep.err, preexec_fn=prep.preexec, close_fds=True,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            return SandboxResult("error", None, "", f"sandbox start failed: {exc}",
-                                 time.monotonic() - start)
-        try:
-            returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc.pid)
-            returncode = proc.wait()
-        finally:
-            _kill_group(proc.pid)  # stragglers that outlived the main process
-        prep.close()
-        stdout, stderr = _tail(prep.out_path), _tail(prep.err_path)
-    finally:
-        prep.close()
-        _rmtree(prep.base)
-    duration = time.monotonic() - start
-    return SandboxResult(_classify(returncode, timed_out, stderr), returncode, stdout, stderr,
-                         duration)
+    caps = _require()
+    return _run(code, tests, timeout_s, memory_mb, max_procs, max_file_mb, caps)
 
 
 async def arun_python(
@@ -438,51 +367,19 @@ async def arun_python(
     timeout_s: float = 10,
     memory_mb: int = 512,
     *,
-    allow_subprocess: bool = False,
+    tests: str | None = None,
     max_procs: int = 64,
     max_file_mb: int = 16,
-    guard: bool = True,
 ) -> SandboxResult:
-    """Async twin of :func:`run_python` (asyncio subprocess; the event loop is not blocked)."""
-    start = time.monotonic()
+    """Async twin of :func:`run_python` (a worker thread waits; cancelling kills the tree)."""
+    caps = _require()
+    cancel = threading.Event()
+    fut = asyncio.ensure_future(asyncio.to_thread(
+        _run, code, tests, timeout_s, memory_mb, max_procs, max_file_mb, caps, cancel))
     try:
-        prep = await asyncio.to_thread(
-            _prepare, code, timeout_s, memory_mb, allow_subprocess, max_procs, max_file_mb,
-            guard,
-        )
-    except OSError as exc:
-        return SandboxResult("error", None, "", f"sandbox setup failed: {exc}", 0.0)
-    timed_out = False
-    returncode: int | None = None
-    try:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *prep.argv, cwd=prep.workdir, env=prep.env, stdin=subprocess.DEVNULL,
-                stdout=prep.out, stderr=prep.err, preexec_fn=prep.preexec, close_fds=True,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            return SandboxResult("error", None, "", f"sandbox start failed: {exc}",
-                                 time.monotonic() - start)
-        try:
-            returncode = await asyncio.wait_for(proc.wait(), timeout=timeout_s)
-        except TimeoutError:
-            timed_out = True
-            _kill_group(proc.pid)
-            returncode = await proc.wait()
-        except asyncio.CancelledError:
-            _kill_group(proc.pid)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(proc.wait())
-            raise
-        finally:
-            _kill_group(proc.pid)
-        prep.close()
-        stdout, stderr = await asyncio.to_thread(
-            lambda: (_tail(prep.out_path), _tail(prep.err_path))
-        )
-    finally:
-        prep.close()
-        await asyncio.to_thread(_rmtree, prep.base)
-    duration = time.monotonic() - start
-    return SandboxResult(_classify(returncode, timed_out, stderr), returncode, stdout, stderr,
-                         duration)
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        cancel.set()  # the worker kills the tree and removes its cgroup and files
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(fut, timeout=10)
+        raise

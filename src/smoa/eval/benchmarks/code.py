@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..sandbox import SandboxResult, arun_python, run_python
+from ..sandbox import SandboxResult, SandboxUnavailable, arun_python, capabilities, run_python
 from ..scoring import extract_code
 from .base import Benchmark, Item, Score, read_jsonl
 
-__all__ = ["HumanEval", "MBPP", "humaneval_program", "mbpp_program"]
+__all__ = ["HumanEval", "MBPP", "humaneval_parts", "humaneval_program", "mbpp_parts",
+           "mbpp_program"]
 
 HUMANEVAL_INSTRUCTION = (
     "Complete the Python function below. Reply with the complete function (including its "
@@ -21,8 +22,12 @@ MBPP_INSTRUCTION = (
 )
 
 
-def humaneval_program(item: Item, answer_text: str) -> str:
-    """Model answer -> the program to run: prompt stub, the model's code, tests, check()."""
+def humaneval_parts(item: Item, answer_text: str) -> tuple[str, str]:
+    """Model answer -> (code, tests): the prompt stub with the model's code, then the tests.
+
+    The sandbox runs the tests after the code, in a copy of its namespace, and counts a pass
+    only when the tests' last statement (``check(entry_point)``) returned.
+    """
     entry = item.meta["entry_point"]
     code = extract_code(answer_text or "", entry_point=entry)
     if re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
@@ -31,25 +36,35 @@ def humaneval_program(item: Item, answer_text: str) -> str:
         body = item.meta["prompt"] + "\n    pass\n\n" + code
     else:
         body = item.meta["prompt"] + code  # a bare body that continues the prompt
-    return f"{body}\n\n{item.reference}\n\ncheck({entry})\n"
+    return f"{body}\n", f"{item.reference}\n\ncheck({entry})\n"
+
+
+def mbpp_parts(item: Item, answer_text: str) -> tuple[str, str]:
+    """Model answer -> (code, tests): setup code and the model's code, then the asserts."""
+    code = extract_code(answer_text or "")
+    setup = item.meta.get("test_setup_code") or ""
+    return f"{setup}\n{code}\n", "\n".join(item.reference) + "\n"
+
+
+def humaneval_program(item: Item, answer_text: str) -> str:
+    """The code and tests as one program (to read or to run elsewhere)."""
+    return "\n".join(humaneval_parts(item, answer_text))
 
 
 def mbpp_program(item: Item, answer_text: str) -> str:
-    code = extract_code(answer_text or "")
-    setup = item.meta.get("test_setup_code") or ""
-    tests = "\n".join(item.reference)
-    return f"{setup}\n{code}\n\n{tests}\n"
+    return "\n".join(mbpp_parts(item, answer_text))
 
 
-def _code_score(res: SandboxResult, program: str) -> Score:
+def _code_score(res: SandboxResult, code: str, tests: str) -> Score:
     ok = res.status == "passed"
     return Score(1.0 if ok else 0.0, ok, {
         "status": res.status,
+        "why": res.detail,
         "returncode": res.returncode,
         "duration_s": round(res.duration_s, 3),
         "stderr_tail": res.stderr_tail[-1500:],
         "stdout_tail": res.stdout_tail[-500:],
-        "program_chars": len(program),
+        "program_chars": len(code) + len(tests),
     })
 
 
@@ -58,16 +73,27 @@ class _CodeBenchmark(Benchmark):
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
 
-    def program(self, item: Item, answer_text: str) -> str:  # pragma: no cover - abstract
+    def parts(self, item: Item, answer_text: str) -> tuple[str, str]:  # pragma: no cover
         raise NotImplementedError
 
+    def check_ready(self) -> None:
+        """Raise :class:`SandboxUnavailable` (one line: what to install) before any work."""
+        caps = capabilities()
+        if not caps["bwrap"]:
+            raise SandboxUnavailable(f"{self.name} needs the code sandbox: {caps['reason']}")
+
+    def program(self, item: Item, answer_text: str) -> str:
+        return "\n".join(self.parts(item, answer_text))
+
     def score(self, item: Item, answer_text: str) -> Score:
-        prog = self.program(item, answer_text)
-        return _code_score(run_python(prog, self.timeout_s, self.memory_mb), prog)
+        code, tests = self.parts(item, answer_text)
+        res = run_python(code, self.timeout_s, self.memory_mb, tests=tests)
+        return _code_score(res, code, tests)
 
     async def ascore(self, item: Item, answer_text: str) -> Score:
-        prog = self.program(item, answer_text)
-        return _code_score(await arun_python(prog, self.timeout_s, self.memory_mb), prog)
+        code, tests = self.parts(item, answer_text)
+        res = await arun_python(code, self.timeout_s, self.memory_mb, tests=tests)
+        return _code_score(res, code, tests)
 
 
 class HumanEval(_CodeBenchmark):
@@ -99,8 +125,8 @@ class HumanEval(_CodeBenchmark):
             ))
         return items
 
-    def program(self, item: Item, answer_text: str) -> str:
-        return humaneval_program(item, answer_text)
+    def parts(self, item: Item, answer_text: str) -> tuple[str, str]:
+        return humaneval_parts(item, answer_text)
 
 
 class MBPP(_CodeBenchmark):
@@ -137,5 +163,5 @@ class MBPP(_CodeBenchmark):
             ))
         return items
 
-    def program(self, item: Item, answer_text: str) -> str:
-        return mbpp_program(item, answer_text)
+    def parts(self, item: Item, answer_text: str) -> tuple[str, str]:
+        return mbpp_parts(item, answer_text)
