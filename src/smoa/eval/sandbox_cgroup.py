@@ -13,6 +13,7 @@ import functools
 import os
 import secrets
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -113,22 +114,25 @@ class Cgroup:
                 break
             self.kill()
             time.sleep(0.02)
-        _PENDING.extend(self.dirs)
+        with _PENDING_LOCK:
+            _PENDING.extend(self.dirs)
         _remove_pending()
 
 
 _PENDING: list[Path] = []  # cgroups that still held a process (a zombie not yet reaped)
+_PENDING_LOCK = threading.Lock()  # runs finish on several threads (thread pools, asyncio.to_thread)
 
 
 def _remove_pending() -> None:
-    for d in list(_PENDING):
-        try:
-            d.rmdir()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            continue
-        _PENDING.remove(d)
+    with _PENDING_LOCK:
+        for d in list(_PENDING):
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            _PENDING.remove(d)
 
 
 @functools.lru_cache(maxsize=1)
