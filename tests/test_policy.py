@@ -242,3 +242,17 @@ def test_eval_runner_asks_the_policy_not_the_method_name():
     sizes = {m: (p.n, p.k, p.max_rounds) for m, p in pipes.items()}
     assert sizes == {"single": (1, None, 1), "moa": (3, None, 2), "smoa-combined": (3, 1, 2), "smoa-lite": (3, 1, 2),
                      "self-moa": (3, None, 2)}
+
+
+def test_switching_a_pipeline_to_another_method_brings_that_methods_stop_rule(tmp_path):
+    from smoa.config import load_config, select_spec
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[pipelines.p]\nmethod = "smoa"\nn = 3\nstop = "verdict"\nshuffle = "query"\n')
+    c = load_config(cfg)
+    _, spec = select_spec(c, "p", "moa")  # moa has no judge: 'verdict' would not fit
+    assert spec.policy().stop == (Stop.FIXED,) and spec.policy().shuffle is Shuffle.QUERY
+    _, spec = select_spec(c, "p", "smoa-agree")
+    assert spec.policy().stop == (Stop.AGREEMENT, Stop.MODERATOR)
+    _, spec = select_spec(c, "p")
+    assert spec.policy().stop == (Stop.VERDICT,)

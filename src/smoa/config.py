@@ -348,7 +348,8 @@ def select_spec(cfg: ConfigFile | None, name: str | None, method: str | None = N
         if name is not None and name in cfg.pipelines:
             spec = cfg.pipelines[name]
             if method is not None and method != spec.method:
-                spec = spec.model_copy(update={"method": method})
+                # the stop rule belongs to the pipeline's method; the new method brings its own
+                spec = spec.model_copy(update={"method": method, "stop": None})
             return name, spec
         if name is not None and name not in METHODS:
             raise ConfigError(f"pipeline {name!r} is not in the config: use one of {', '.join(pipeline_names(cfg))}")
