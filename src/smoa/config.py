@@ -194,9 +194,6 @@ class Pipeline:
     deadline_s: float | None = None
     min_proposers: int = 1
     policy: Policy = None  # type: ignore[assignment]  # None: the method's own (set in __post_init__)
-    # the raw backends this pipeline's agents run on, by name, before any per-agent wrapper
-    # (retry, fallback): what later pipelines may share (see build_pipeline's `pool`)
-    backends: dict[str, Backend] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.policy is None:
@@ -413,13 +410,12 @@ def build_pipeline(
     given: dict[str, Backend] = dict(instances or {})
     shared: dict[str, Backend] = pool if pool is not None else {}
     made: dict[str, Backend] = {}  # this pipeline's backends: given ones as they are, made ones cache-wrapped
-    raw_used: dict[str, Backend] = {}
 
     def backend_for(bname: str, field_name: str) -> Backend:
         if bname in made:
             return made[bname]
         if bname in given:
-            made[bname] = raw_used[bname] = given[bname]
+            made[bname] = given[bname]
             return made[bname]
         bspec = known.get(bname)
         if bname in shared:
@@ -447,7 +443,6 @@ def build_pipeline(
             if bspec.sequential:
                 be.max_concurrency = 1
             shared[bname] = be
-        raw_used[bname] = be
         made[bname] = CachedBackend(be) if use_cache else be
         return made[bname]
 
@@ -542,7 +537,6 @@ def build_pipeline(
         deadline_s=spec.deadline_s,
         min_proposers=spec.min_proposers,
         policy=policy,
-        backends=raw_used,
     )
 
 
