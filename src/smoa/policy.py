@@ -131,7 +131,7 @@ class Policy:
         """The choices must fit together (a bad override is a ConfigError, not a silent fallback)."""
         if not self.stop:
             raise ConfigError(f"{self.name}: stop needs at least one rule: use 'fixed' for none")
-        if Stop.VERDICT in self.stop and not self.sparse:
+        if Stop.VERDICT in self.stop and self.forward is not Forward.JUDGE:
             raise ConfigError(
                 f"{self.name}: stop = 'verdict' reads the judge's verdict, but this method has no judge: "
                 "use 'moderator' or 'agreement'"
