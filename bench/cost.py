@@ -43,10 +43,11 @@ def last_number(text: str) -> str | None:
 
 def pipeline(method: str, s: dict[str, Any] = SETTINGS, n_threads: int | None = None) -> Any:
     from smoa.config import AgentSpec, BackendSpec, PipelineSpec, build_pipeline
+    from smoa.policy import get_policy
 
     structured = AgentSpec(temperature=0.0, max_tokens=s["judge_max_tokens"])
     spec = PipelineSpec(
-        method=method, n=s["n"], max_rounds=s["max_rounds"], k=s["k"] if method == "smoa" else None, seed=s["seed"],
+        method=method, n=s["n"], max_rounds=s["max_rounds"], k=s["k"] if get_policy(method).sparse else None, seed=s["seed"],
         agent=AgentSpec(backend="local", max_tokens=s["max_tokens"], temperature=s["temperature"]),
         judge=structured, moderator=structured,
         dataset="Grade-school math word problems (GSM8K).",

@@ -56,7 +56,7 @@ async def judge_trial(pipe, question: str, texts: list[str], seed: int) -> dict:
     eng = Engine(pipe)
     props = [Proposal(index=i, agent=pipe.proposers[i], role=None, call=None, text=t) for i, t in enumerate(texts)]  # type: ignore[arg-type]
     trace = Trace(method="smoa")
-    kept, info = await eng.judge(trace, question, props, 1, random.Random(seed))
+    kept, info, _ = await eng.judge(trace, question, props, 1, random.Random(seed))
     call = trace.calls[-1] if trace.calls else None
     return {"kept": [p.index for p in kept], "fallback": info.get("fallback"), "notes": info.get("notes", []),
             "reply": call.response if call else "", "latency_s": call.latency_s if call else 0.0}

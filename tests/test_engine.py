@@ -296,7 +296,7 @@ def test_multi_turn_history_reaches_every_agent():
     "kw,msg",
     [
         (dict(method="smoa", n=3, k=3), "k = 3 must be smaller than n = 3"),
-        (dict(method="moa", k=2), "only the smoa method keeps k"),
+        (dict(method="moa", k=2), "only methods with a judge keep k responses"),
         (dict(method="nope"), "unknown method 'nope'"),
         (dict(method="mad", n=1), "a debate needs at least 2 agents"),
     ],

@@ -29,3 +29,22 @@ def majority(answers: list[str | None]) -> tuple[str | None, dict[str, int]]:
     if c1 < 2 or (rest and rest[0][1] == c1):
         return None, dict(counts)
     return top, dict(counts)
+
+
+def normalized(text: str) -> str:
+    """Text compared for sameness: case and runs of white space do not count."""
+    return " ".join(text.split()).lower()
+
+
+def agreement(texts: list[str]) -> dict[str, str] | None:
+    """Whether at least two responses agree: the same normalised text, else the same extracted
+    final answer (every one must have one). {"by": "text"|"answer", ...} or None."""
+    if len(texts) < 2:
+        return None
+    if len({normalized(t) for t in texts}) == 1:
+        return {"by": "text"}
+    answers = [extract_answer(t) for t in texts]
+    first = answers[0]
+    if first is not None and all(a == first for a in answers):
+        return {"by": "answer", "answer": first}
+    return None

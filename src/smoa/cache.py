@@ -143,6 +143,9 @@ class CachedBackend(Backend):
         self.kind = inner.kind
         self.max_concurrency = inner.max_concurrency
         self._id = inner.describe()
+        from .wrappers import _share_limit
+
+        _share_limit(self, inner)  # pipelines wrap one shared backend each: one endpoint limit
 
     def __getattr__(self, name: str) -> Any:  # model paths, names, ... of the wrapped backend
         if name == "inner":

@@ -27,23 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .backends.base import Backend
+from .policy import METHODS, Policy, get_policy, parse_shuffle, parse_stop
 from .types import ConfigError, Settings
-
-METHODS = ("single", "moa", "smoa", "mad", "self-moa")
-
-# Method defaults (n proposers, k kept, rounds of proposers). SMoA's reference code uses
-# 4 proposers, k = 2, up to 2 rounds; MoA's uses more layers but we keep sizes equal so
-# the comparison is at equal n and layers.
-METHOD_DEFAULTS: dict[str, dict[str, int | None]] = {
-    "single": {"n": 1, "k": None, "max_rounds": 1},
-    "moa": {"n": 4, "k": None, "max_rounds": 2},
-    "smoa": {"n": 4, "k": 2, "max_rounds": 2},
-    "mad": {"n": 3, "k": None, "max_rounds": 2},
-    "self-moa": {"n": 4, "k": None, "max_rounds": 1},
-}
 
 DEFAULT_DATASET = "Open-ended questions and tasks from users of a general-purpose assistant."
 DEFAULT_TASK = "Answer the user's question correctly, clearly and helpfully."
@@ -105,7 +93,7 @@ class AgentSpec(_Strict):
 
 
 class PipelineSpec(_Strict):
-    method: Literal["single", "moa", "smoa", "mad", "self-moa"] = "smoa"
+    method: str = "smoa"  # a name in smoa.policy.POLICIES
     n: int | None = Field(None, ge=1, le=64)
     k: int | None = Field(None, ge=1)
     max_rounds: int | None = Field(None, ge=1, le=16)
@@ -119,11 +107,48 @@ class PipelineSpec(_Strict):
     dataset: str = DEFAULT_DATASET
     task: str = DEFAULT_TASK
     seed: int | None = None
-    shuffle: bool = True
+    # the method's policy choices, overridden per pipeline (None: the method's own; smoa.policy)
+    stop: str | None = None  # "fixed", or rules joined by "+": agreement, moderator, verdict
+    shuffle: bool | str | None = None  # "none" | "seed" (true) | "query"
     description: str = ""
     cache: bool | None = None  # response cache (None: on; see smoa.cache)
     deadline_s: float | None = Field(None, gt=0)  # the whole query, all calls and retries
     min_proposers: int = Field(1, ge=1)  # fewer answers than this in a layer fail the query
+
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}: use one of {', '.join(METHODS)}")
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _known_stop(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_stop(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("shuffle")
+    @classmethod
+    def _known_shuffle(cls, v: bool | str | None) -> bool | str | None:
+        if v is not None:
+            try:
+                parse_shuffle(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
+    def policy(self, where: str = "pipeline") -> Policy:
+        """The method's policy with this pipeline's own choices (stop, shuffle)."""
+        try:
+            return get_policy(self.method).with_choices(stop=self.stop, shuffle=self.shuffle)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
 
 class ConfigFile(_Strict):
@@ -164,16 +189,21 @@ class Pipeline:
     dataset: str = DEFAULT_DATASET
     task: str = DEFAULT_TASK
     seed: int | None = None
-    shuffle: bool = True
     seed_given: bool = False  # the pipeline seed came from the user (else drawn at random)
     cache: bool = False  # responses of reproducible calls are cached
     deadline_s: float | None = None
     min_proposers: int = 1
+    policy: Policy = None  # type: ignore[assignment]  # None: the method's own (set in __post_init__)
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            object.__setattr__(self, "policy", get_policy(self.method))
 
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "method": self.method,
+            "policy": self.policy.describe(),
             "n": self.n,
             "k": self.k,
             "max_rounds": self.max_rounds,
@@ -254,8 +284,8 @@ def _validation_message(e: ValidationError, where: str) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown field: remove it or check its spelling"
-    elif err["type"] == "literal_error" and err["loc"] and err["loc"][-1] == "method":
-        msg = f"unknown method {err.get('input')!r}: use one of {', '.join(METHODS)}"
+    elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        msg = str(err["ctx"]["error"])  # our validators' own message, without pydantic's prefix
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return f"{where}: {loc}: {msg}{more}"
 
@@ -315,7 +345,8 @@ def select_spec(cfg: ConfigFile | None, name: str | None, method: str | None = N
         if name is not None and name in cfg.pipelines:
             spec = cfg.pipelines[name]
             if method is not None and method != spec.method:
-                spec = spec.model_copy(update={"method": method})
+                # the stop rule belongs to the pipeline's method; the new method brings its own
+                spec = spec.model_copy(update={"method": method, "stop": None})
             return name, spec
         if name is not None and name not in METHODS:
             raise ConfigError(f"pipeline {name!r} is not in the config: use one of {', '.join(pipeline_names(cfg))}")
@@ -345,11 +376,16 @@ def build_pipeline(
     backends: dict[str, BackendSpec] | None = None,
     instances: dict[str, Backend] | None = None,
     cache: bool | None = None,
+    pool: dict[str, Backend] | None = None,
 ) -> Pipeline:
     """Validate the numbers, resolve backends, and build the live pipeline.
 
     `instances` maps backend names to ready objects (tests pass a ScriptedBackend here);
     they are used as given, never wrapped in the response cache.
+    `pool` holds raw backends made by earlier builds from the same [backends] specs (a server
+    or an eval run builds many pipelines over one set of connections); backends made here are
+    added to it. Pool and instances hold raw backends only: every agent gets its own retry
+    and fallback wrappers here, so no agent inherits another agent's (or pipeline's) wrappers.
     Backend objects are shared: agents naming the same backend use one instance.
     `cache`: response cache on/off (None: the spec's `cache`, else on; SMOA_NO_CACHE=1 wins).
     """
@@ -358,26 +394,8 @@ def build_pipeline(
     use_cache = cache if cache is not None else (spec.cache if spec.cache is not None else True)
     use_cache = use_cache and not cache_disabled_by_env()
     where = f"pipelines.{name}"
-    d = METHOD_DEFAULTS[spec.method]
-    n = spec.n if spec.n is not None else (len(spec.proposers) if len(spec.proposers) > 1 else d["n"])
-    assert n is not None
-    max_rounds = spec.max_rounds if spec.max_rounds is not None else d["max_rounds"]
-    assert max_rounds is not None
-    k: int | None = None
-    if spec.method == "single":
-        if spec.n not in (None, 1):
-            raise ConfigError(f"{where}.n: the single method uses one model: drop n or use another method")
-        n, max_rounds = 1, 1
-    if spec.method == "smoa":
-        k = spec.k if spec.k is not None else min(d["k"] or 2, max(1, n - 1))
-        if n < 2:
-            raise ConfigError(f"{where}.n = {n}: smoa needs at least 2 proposers")
-        if k >= n:
-            raise ConfigError(f"{where}.k = {k} must be smaller than n = {n}: the judge keeps k of the n responses")
-    elif spec.k is not None:
-        raise ConfigError(f"{where}.k: only the smoa method keeps k responses; drop k or use method = \"smoa\"")
-    if spec.method == "mad" and n < 2:
-        raise ConfigError(f"{where}.n = {n}: a debate needs at least 2 agents")
+    policy = spec.policy(where)
+    n, k, max_rounds = policy.sizes(spec.n, spec.k, spec.max_rounds, len(spec.proposers), where)
     if spec.proposers and len(spec.proposers) not in (1, n):
         raise ConfigError(
             f"{where}.proposers has {len(spec.proposers)} entries but n = {n}: list n proposers, one, or none"
@@ -389,33 +407,42 @@ def build_pipeline(
 
     known = dict(BUILTIN_BACKENDS)
     known.update(backends or {})
-    made: dict[str, Backend] = dict(instances or {})
+    given: dict[str, Backend] = dict(instances or {})
+    shared: dict[str, Backend] = pool if pool is not None else {}
+    made: dict[str, Backend] = {}  # this pipeline's backends: given ones as they are, made ones cache-wrapped
 
     def backend_for(bname: str, field_name: str) -> Backend:
         if bname in made:
             return made[bname]
+        if bname in given:
+            made[bname] = given[bname]
+            return made[bname]
         bspec = known.get(bname)
-        if bspec is None:
-            if bname in _FACTORIES and bname != "openai":
-                bspec = BackendSpec(type=bname)
-            else:
+        if bname in shared:
+            be = shared[bname]
+        else:
+            if bspec is None:
+                if bname in _FACTORIES and bname != "openai":
+                    bspec = BackendSpec(type=bname)
+                else:
+                    raise ConfigError(
+                        f"{field_name}: unknown backend {bname!r}: define [backends.{bname}] or use one of "
+                        f"{', '.join(sorted(set(known) | set(given)))}"
+                    )
+            factory = _FACTORIES.get(bspec.type)
+            if factory is None:
                 raise ConfigError(
-                    f"{field_name}: unknown backend {bname!r}: define [backends.{bname}] or use one of "
-                    f"{', '.join(sorted(set(known) | set(made)))}"
+                    f"backends.{bname}.type: unknown backend type {bspec.type!r}: use one of {', '.join(sorted(_FACTORIES))}"
                 )
-        factory = _FACTORIES.get(bspec.type)
-        if factory is None:
-            raise ConfigError(
-                f"backends.{bname}.type: unknown backend type {bspec.type!r}: use one of {', '.join(sorted(_FACTORIES))}"
-            )
-        if bspec.sequential and bspec.max_concurrency not in (None, 1):
-            raise ConfigError(f"backends.{bname}: sequential = true allows one request at a time: drop max_concurrency")
-        try:
-            be = factory(bspec, bname)
-        except ConfigError as e:
-            raise ConfigError(f"backends.{bname}: {e}") from None
-        if bspec.sequential:
-            be.max_concurrency = 1
+            if bspec.sequential and bspec.max_concurrency not in (None, 1):
+                raise ConfigError(f"backends.{bname}: sequential = true allows one request at a time: drop max_concurrency")
+            try:
+                be = factory(bspec, bname)
+            except ConfigError as e:
+                raise ConfigError(f"backends.{bname}: {e}") from None
+            if bspec.sequential:
+                be.max_concurrency = 1
+            shared[bname] = be
         made[bname] = CachedBackend(be) if use_cache else be
         return made[bname]
 
@@ -428,12 +455,12 @@ def build_pipeline(
         """The backend wrapped for this agent's retry policy (shared by agents with the same one)."""
         from .wrappers import RetryingBackend
 
-        policy = _retry_policy(known.get(bname) if bname not in (instances or {}) else None, a)
-        if policy is None:
+        retry = _retry_policy(known.get(bname) if bname not in given else None, a)
+        if retry is None:
             return be
-        key = (bname, policy)
+        key = (bname, retry)
         if key not in wrapped:
-            wrapped[key] = RetryingBackend(be, policy)
+            wrapped[key] = RetryingBackend(be, retry)
         return wrapped[key]
 
     def make(a: AgentSpec | None, agent_name: str, field_name: str, **defaults: Any) -> Agent:
@@ -481,10 +508,10 @@ def build_pipeline(
         if spec.roles is not None:
             ag = Agent(**{**ag.__dict__, "role": spec.roles[i]})
         proposers.append(ag)
-    if spec.method == "self-moa":
+    if policy.one_model:
         first = proposers[0]
         if any((p.backend_name, p.model) != (first.backend_name, first.model) for p in proposers):
-            raise ConfigError(f"{where}.proposers: self-moa samples one model n times: give one proposer")
+            raise ConfigError(f"{where}.proposers: {spec.method} samples one model n times: give one proposer")
     structured = {"temperature": 0.0, "max_tokens": 320}
     judge = make(spec.judge, "judge", f"{where}.judge", **structured)
     moderator = make(spec.moderator, "moderator", f"{where}.moderator", **structured)
@@ -505,11 +532,11 @@ def build_pipeline(
         dataset=spec.dataset,
         task=spec.task,
         seed=base_seed,
-        shuffle=spec.shuffle,
         seed_given=spec.seed is not None,
         cache=use_cache,
         deadline_s=spec.deadline_s,
         min_proposers=spec.min_proposers,
+        policy=policy,
     )
 
 
@@ -555,11 +582,13 @@ def resolve(
     pipeline: str | None = None,
     method: str | None = None,
     instances: dict[str, Backend] | None = None,
+    pool: dict[str, Backend] | None = None,
     **overrides: Any,
 ) -> Pipeline:
-    """One call from (config file, pipeline name, method, overrides) to a live Pipeline."""
+    """One call from (config file, pipeline name, method, overrides) to a live Pipeline
+    (`instances`, `pool`: see build_pipeline)."""
     cfg = load_config(config) if isinstance(config, str | Path) else config
     name, spec = select_spec(cfg, pipeline, method)
     spec = with_overrides(spec, **overrides)
     cache = cfg.cache if cfg is not None and spec.cache is None else None
-    return build_pipeline(spec, name=name, backends=cfg.backends if cfg else None, instances=instances, cache=cache)
+    return build_pipeline(spec, name=name, backends=cfg.backends if cfg else None, instances=instances, cache=cache, pool=pool)

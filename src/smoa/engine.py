@@ -1,15 +1,21 @@
-"""One layered loop; every method is a policy over it.
+"""One layered loop; every method is a policy over it (smoa.policy).
 
-    propose (n agents, concurrently) -> forward (all | judge top-k) -> stop? (fixed | moderator)
+    propose (n agents, concurrently) -> forward (all | judge top-k) -> stop? (rules in order)
     ... repeat up to max_rounds ... -> finish (aggregate | vote | single answer)
 
-| method   | proposers        | later layers see        | forward  | stop      | finish              |
-|----------|------------------|-------------------------|----------|-----------|---------------------|
-| single   | 1                | -                       | -        | fixed     | the one answer      |
-| moa      | n                | all n (synthesize)      | all      | fixed     | aggregator over n   |
-| smoa     | n, with roles    | judge's k (synthesize)  | judge k  | moderator | aggregator over k   |
-| mad      | n                | others' answers (debate)| all      | fixed     | vote, else aggregate|
-| self-moa | 1 model, n times | -                       | all      | fixed     | aggregator over n   |
+| method        | proposers        | later layers see        | forward  | stop                | finish              |
+|---------------|------------------|-------------------------|----------|---------------------|---------------------|
+| single        | 1                | -                       | -        | fixed               | the one answer      |
+| moa           | n                | all n (synthesize)      | all      | fixed               | aggregator over n   |
+| smoa          | n, with roles    | judge's k (synthesize)  | judge k  | moderator           | aggregator over k   |
+| smoa-combined | n, with roles    | judge's k (synthesize)  | judge k  | verdict (1 call)    | aggregator over k   |
+| smoa-agree    | n, with roles    | judge's k (synthesize)  | judge k  | agreement+moderator | aggregator over k   |
+| smoa-lite     | n, with roles    | judge's k (synthesize)  | judge k  | agreement+verdict   | aggregator over k   |
+| mad           | n                | others' answers (debate)| all      | fixed               | vote, else aggregate|
+| self-moa      | 1 model, n times | -                       | all      | fixed               | aggregator over n   |
+
+Every policy choice is an enum matched exhaustively here (`assert_never`): a new choice that
+the loop does not handle fails the type checker and, at run time, loudly.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from . import roles as roles_mod
-from .answers import extract_answer, majority
+from .answers import agreement, extract_answer, majority, normalized
 from .config import Agent, Pipeline
 from .guard import defang, strip_echoes
 from .limits import Limiter, backend_limiter
+from .policy import POLICIES, Finish, Forward, Later, Policy, Shuffle, Stop
 from .prompting import render
 from .redaction import StreamRedactor, redact, redact_output
 from .trace import CallRecord, Trace
@@ -47,26 +54,11 @@ from .verdicts import (
     parse_roles,
     resolve_selection,
     roles_schema,
+    verdict_schema,
 )
 from .wrappers import close_call_log, open_call_log
 
-
-@dataclass(frozen=True)
-class Policy:
-    roles: bool
-    later: str  # "synthesize" | "debate" | "none"
-    forward: str  # "all" | "judge"
-    stop: str  # "fixed" | "moderator"
-    finish: str  # "aggregate" | "vote" | "single"
-
-
-POLICIES: dict[str, Policy] = {
-    "single": Policy(roles=False, later="none", forward="all", stop="fixed", finish="single"),
-    "moa": Policy(roles=False, later="synthesize", forward="all", stop="fixed", finish="aggregate"),
-    "smoa": Policy(roles=True, later="synthesize", forward="judge", stop="moderator", finish="aggregate"),
-    "mad": Policy(roles=False, later="debate", forward="all", stop="fixed", finish="vote"),
-    "self-moa": Policy(roles=False, later="synthesize", forward="all", stop="fixed", finish="aggregate"),
-}
+__all__ = ["POLICIES", "Engine", "Policy", "Proposal", "Result"]
 
 
 @dataclass
@@ -100,7 +92,7 @@ class Result:
         (a vote, like mad's, writes nothing and counts as "stop")."""
         calls = [c for c in self.trace.calls if not c.error]
         final = next((c for c in reversed(calls) if c.stage == "aggregate"), None)
-        if final is None and self.trace.method == "single":
+        if final is None and self.trace.finish.get("kind") == "single":
             final = next((c for c in reversed(calls) if c.stage == "propose"), None)
         return "length" if final is not None and final.finish_reason == "length" else "stop"
 
@@ -241,7 +233,7 @@ class Engine:
         if p.roles is not None:
             trace.config["roles_source"] = "given"
             return list(p.roles)
-        if not policy.roles or all(r is not None for r in own):
+        if not policy.uses_roles or all(r is not None for r in own):
             if any(r is not None for r in own):
                 trace.config["roles_source"] = "given"
             return own
@@ -288,25 +280,31 @@ class Engine:
         self, conv: tuple[Message, ...], policy: Policy, layer: int, i: int, role: str | None,
         forward: list[Proposal], last: dict[int, Proposal],
     ) -> list[Message]:
-        if layer == 1 or policy.later == "none":
-            return ([{"role": "system", "content": role}] if role else []) + list(conv)
-        if policy.later == "synthesize":
-            system = render("synthesize", role=role, responses=[p.text for p in forward])
-            return [{"role": "system", "content": system}, *conv]
-        # debate: own last answer as the assistant's turn, the others' as the next user turn
-        others = [p.text for j, p in sorted(last.items()) if j != i]
-        msgs: list[Message] = ([{"role": "system", "content": role}] if role else []) + list(conv)
-        if i in last:
-            msgs.append({"role": "assistant", "content": last[i].text})
-        msgs.append({"role": "user", "content": render("debate", others=others, hint="")})
-        return msgs
+        plain: list[Message] = ([{"role": "system", "content": role}] if role else []) + list(conv)
+        if layer == 1:
+            return plain
+        match policy.later:
+            case Later.NONE:
+                return plain
+            case Later.SYNTHESIZE:
+                system = render("synthesize", role=role, responses=[p.text for p in forward])
+                return [{"role": "system", "content": system}, *conv]
+            case Later.DEBATE:
+                # own last answer as the assistant's turn, the others' as the next user turn
+                others = [p.text for j, p in sorted(last.items()) if j != i]
+                if i in last:
+                    plain.append({"role": "assistant", "content": last[i].text})
+                plain.append({"role": "user", "content": render("debate", others=others, hint="")})
+                return plain
+            case _:
+                assert_never(policy.later)
 
     async def propose_layer(
         self, trace: Trace, conv: tuple[Message, ...], policy: Policy, layer: int, roles: list[str | None],
         forward: list[Proposal], last: dict[int, Proposal],
     ) -> list[Proposal]:
         p = self.pipeline
-        stream_single = policy.finish == "single"
+        stream_single = policy.finish is Finish.SINGLE
 
         async def one(i: int) -> Proposal:
             agent = p.proposers[i]
@@ -326,7 +324,12 @@ class Engine:
                 proposals.append(r)
         return proposals
 
-    async def judge(self, trace: Trace, question: str, ok: list[Proposal], layer: int, rng: random.Random) -> tuple[list[Proposal], dict[str, Any]]:
+    async def judge(
+        self, trace: Trace, question: str, ok: list[Proposal], layer: int, rng: random.Random, ask_stop: bool = False,
+    ) -> tuple[list[Proposal], dict[str, Any], dict[str, Any] | None]:
+        """The judge keeps k of the responses. With `ask_stop` the same call also decides whether
+        to stop (the combined verdict); the third value is then that stop decision, shaped like
+        `moderate`'s, or None when the judge was not called (nothing to choose)."""
         p = self.pipeline
         k = p.k or len(ok)
         # identical answers are one candidate
@@ -334,7 +337,7 @@ class Engine:
         seen: set[str] = set()
         dup: list[int] = []
         for prop in ok:
-            key = " ".join(prop.text.split()).lower()
+            key = normalized(prop.text)
             if key in seen:
                 dup.append(prop.index)
                 continue
@@ -343,22 +346,33 @@ class Engine:
         info: dict[str, Any] = {"k": k, "candidates": [u.index for u in unique], "duplicates": dup}
         if len(unique) <= k:
             info.update(kept=[u.index for u in unique], reason=f"only {len(unique)} distinct responses for k = {k}: all kept, judge not called")
-            return unique, info
+            return unique, info, None
         order = list(range(len(unique)))
-        if p.shuffle:
-            rng.shuffle(order)
+        match p.policy.shuffle:
+            case Shuffle.NONE:
+                pass
+            case Shuffle.SEED:
+                rng.shuffle(order)
+            case Shuffle.QUERY:
+                query_rng(p.seed, question, layer).shuffle(order)
+            case _:
+                assert_never(p.policy.shuffle)
         nonce = _nonce(p.seed, question, [unique[i].text for i in order])
         candidates = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
-        prompt = render("judge", n=len(unique), k=k, nonce=nonce, question=question, candidates=candidates)
+        if ask_stop:
+            prompt = render("verdict", n=len(unique), k=k, nonce=nonce, question=question, candidates=candidates,
+                            round=layer, max_rounds=p.max_rounds)
+            schema = verdict_schema(len(unique), k)
+        else:
+            prompt = render("judge", n=len(unique), k=k, nonce=nonce, question=question, candidates=candidates)
+            schema = judge_schema(len(unique), k)
+        error: str | None = None
         try:
-            rec = await self.call(
-                trace, p.judge, [{"role": "user", "content": prompt}], "judge", layer,
-                json_schema=judge_schema(len(unique), k),
-            )
+            rec = await self.call(trace, p.judge, [{"role": "user", "content": prompt}], "judge", layer, json_schema=schema)
             text = rec.response
         except BackendError as e:
             rec, text = None, ""
-            info["error"] = str(e)
+            error = info["error"] = str(e)
         # only the judge's own output counts: JSON copied from a candidate is blanked
         text, echoes = strip_echoes(text, [unique[i].text for i in order] + [c["text"] for c in candidates])
         verdict = resolve_selection(text, order, k, rng)
@@ -373,10 +387,22 @@ class Engine:
             fallback=verdict.fallback,
             notes=verdict.notes,
         )
+        stop: dict[str, Any] | None = None
+        if ask_stop:
+            if rec is None:
+                stop = {"call_id": None, "stop": False, "reasoning": "", "fallback": "judge unreachable: continue",
+                        "error": error, "combined": True}
+            else:
+                mv = parse_moderator(text)
+                stop = {"call_id": rec.id, "stop": mv.stop, "reasoning": mv.reasoning, "fallback": mv.fallback, "combined": True}
         if rec is not None:
             rec.decision = {"kept": info["kept"], "fallback": verdict.fallback}
+            if stop is not None:
+                rec.decision.update(stop=stop["stop"], stop_fallback=stop["fallback"])
         await self._emit(self.on_event, {"type": "judge", "layer": layer, "kept": info["kept"], "fallback": verdict.fallback})
-        return kept, info
+        if stop is not None:
+            await self._emit(self.on_event, {"type": "moderator", "layer": layer, "stop": stop["stop"], "fallback": stop["fallback"]})
+        return kept, info, stop
 
     async def moderate(self, trace: Trace, question: str, kept: list[Proposal], layer: int) -> dict[str, Any]:
         p = self.pipeline
@@ -409,7 +435,7 @@ class Engine:
     # -- the loop ---------------------------------------------------------------
     async def run(self, query: str | list[Message] | tuple[Message, ...]) -> Result:
         p = self.pipeline
-        policy = POLICIES[p.method]
+        policy = p.policy
         conv = normalize_messages(query)
         trace = Trace(method=p.method, pipeline=p.name, query=[dict(m) for m in conv], config=p.summary())
         try:
@@ -475,39 +501,80 @@ class Engine:
                     f"min_proposers = {p.min_proposers}: {errs}",
                     timeout=_all_timeouts(proposals),
                 )
-            if policy.forward == "judge":
-                kept, jinfo = await self.judge(trace, question, ok, layer, rng)
-                info["judge"] = jinfo
-            else:
-                kept = ok
+            ask_verdict = Stop.VERDICT in policy.stop and layer < p.max_rounds
+            verdict_stop: dict[str, Any] | None = None
+            match policy.forward:
+                case Forward.ALL:
+                    kept = ok
+                case Forward.JUDGE:
+                    kept, jinfo, verdict_stop = await self.judge(trace, question, ok, layer, rng, ask_stop=ask_verdict)
+                    info["judge"] = jinfo
+                case _:
+                    assert_never(policy.forward)
             info["kept"] = [x.index for x in kept]
             info["dropped"] = [x.index for x in proposals if x.index not in info["kept"]]
             forward = kept
             last = {x.index: x for x in ok}
-            if policy.stop == "moderator" and layer < p.max_rounds:
-                minfo = await self.moderate(trace, question, kept, layer)
-                info["moderator"] = minfo
-                if minfo["stop"]:
-                    trace.stop_reason = "moderator"
+            if layer < p.max_rounds:
+                reason = await self._should_stop(trace, question, policy, ok, kept, layer, info, verdict_stop)
+                if reason is not None:
+                    trace.stop_reason = info["stopped_by"] = reason
                     break
-            elif policy.stop == "fixed" and layer == p.max_rounds:
+            elif Stop.FIXED in policy.stop:
                 trace.stop_reason = "fixed"
         finish_layer = layer + 1
-        if policy.finish == "single":
-            trace.finish = {"kind": "single", "call_id": forward[0].call.id}
-            return forward[0].text
-        if policy.finish == "vote":
-            extracted = [extract_answer(x.text) for x in forward]
-            winner, counts = majority(extracted)
-            if winner is not None:
-                chosen = next(x for x, a in zip(forward, extracted, strict=True) if a == winner)
-                trace.finish = {"kind": "vote", "answer": winner, "votes": counts, "call_id": chosen.call.id}
-                await self._delta(chosen.text)
-                return chosen.text
-            answer = await self.aggregate(trace, conv, forward, finish_layer)
-            trace.finish.update(vote_failed=counts)
-            return answer
-        return await self.aggregate(trace, conv, forward, finish_layer)
+        match policy.finish:
+            case Finish.SINGLE:
+                trace.finish = {"kind": "single", "call_id": forward[0].call.id}
+                return forward[0].text
+            case Finish.VOTE:
+                extracted = [extract_answer(x.text) for x in forward]
+                winner, counts = majority(extracted)
+                if winner is not None:
+                    chosen = next(x for x, a in zip(forward, extracted, strict=True) if a == winner)
+                    trace.finish = {"kind": "vote", "answer": winner, "votes": counts, "call_id": chosen.call.id}
+                    await self._delta(chosen.text)
+                    return chosen.text
+                answer = await self.aggregate(trace, conv, forward, finish_layer)
+                trace.finish.update(vote_failed=counts)
+                return answer
+            case Finish.AGGREGATE:
+                return await self.aggregate(trace, conv, forward, finish_layer)
+            case _:
+                assert_never(policy.finish)
+
+    async def _should_stop(
+        self, trace: Trace, question: str, policy: Policy, ok: list[Proposal], kept: list[Proposal], layer: int,
+        info: dict[str, Any], verdict_stop: dict[str, Any] | None,
+    ) -> str | None:
+        """The policy's stop rules in order; the first that says stop names the reason."""
+        for rule in policy.stop:
+            match rule:
+                case Stop.FIXED:
+                    pass
+                case Stop.AGREEMENT:
+                    # the kept responses and the identical answers the judge folded into them
+                    keys = {normalized(x.text) for x in kept}
+                    group = [x for x in ok if normalized(x.text) in keys]
+                    agreed = agreement([x.text for x in group])
+                    info["agreement"] = {"agree": agreed is not None, "responses": [x.index for x in group], **(agreed or {})}
+                    if agreed is not None:
+                        await self._emit(self.on_event, {"type": "agreement", "layer": layer, **agreed})
+                        return "agreement"
+                case Stop.MODERATOR:
+                    info["moderator"] = await self.moderate(trace, question, kept, layer)
+                    if info["moderator"]["stop"]:
+                        return "moderator"
+                case Stop.VERDICT:
+                    if verdict_stop is None:  # the judge had nothing to choose: ask the stop alone
+                        verdict_stop = await self.moderate(trace, question, kept, layer)
+                        verdict_stop["note"] = "judge not called (nothing to choose): the moderator decided"
+                    info["moderator"] = verdict_stop
+                    if verdict_stop["stop"]:
+                        return "verdict"
+                case _:
+                    assert_never(rule)
+        return None
 
 
 def _all_timeouts(proposals: list[Proposal]) -> bool:
@@ -521,6 +588,13 @@ def _question_text(conv: tuple[Message, ...]) -> str:
         return last
     hist = "\n".join(f"{m['role']}: {m['content']}" for m in conv[:-1])
     return f"(Earlier conversation)\n{hist}\n\n(Latest user message)\n{last}"
+
+
+def query_rng(seed: int | None, question: str, layer: int) -> random.Random:
+    """The judge's shuffle for one (seed, question, layer): a stable hash (not Python's salted
+    hash()), so the order changes across queries and layers yet the same inputs give the same prompt."""
+    digest = hashlib.sha256(f"{seed}\0{layer}\0{question}".encode("utf-8", "replace")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def _nonce(seed: int | None, question: str, texts: list[str]) -> str:

@@ -31,6 +31,14 @@ def judge_schema(n: int, k: int) -> dict[str, Any]:
     }
 
 
+def verdict_schema(n: int, k: int) -> dict[str, Any]:
+    """The judge and moderator in one call (as in the SMoA reference): selection, reasoning, stop."""
+    schema = judge_schema(n, k)
+    props = dict(schema["properties"])
+    props["stop"] = {"type": "boolean"}
+    return {**schema, "properties": props, "required": ["reasoning", "selected", "stop"]}
+
+
 MODERATOR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {

@@ -71,6 +71,21 @@ def test_sequential_backend_setting_limits_to_one():
     assert pipe.proposers[0].backend.max_concurrency == 1
 
 
+def test_pipelines_built_from_one_pool_share_the_endpoint_limit():
+    """A server or eval run builds many pipelines over one pool of raw backends; each wraps it
+    in its own cache and retry wrappers, and all of them count against one endpoint limit."""
+    from smoa.limits import backend_limiter
+
+    backends = {"srv": BackendSpec(type="openai", base_url="http://127.0.0.1:9/v1", max_concurrency=2)}
+    pool: dict = {}
+    a, b = (build_pipeline(PipelineSpec(method="smoa", n=3, agent=AgentSpec(backend="srv", model="m")),
+                           backends=backends, cache=True, pool=pool) for _ in range(2))
+    assert list(pool) == ["srv"]
+    agents = [*a.proposers, a.judge, b.aggregator]
+    assert len({id(backend_limiter(x.backend)) for x in agents}) == 1
+    assert backend_limiter(a.judge.backend) is backend_limiter(pool["srv"])
+
+
 # -- cache -----------------------------------------------------------------
 
 

@@ -34,7 +34,8 @@ from smoa.trace import Trace  # noqa: E402
 SEEDS = range(1, 7)  # six shuffles of the four candidates per attack
 
 
-def judge_once(attack, seed, judge=None):
+def judge_once(attack, seed, judge=None, method="smoa"):
+    """smoa-combined: two rounds, so that round 1's judge is the combined judge+moderator prompt."""
     cands = candidates_for(attack)
     judge = judge or GullibleJudge()
 
@@ -42,21 +43,25 @@ def judge_once(attack, seed, judge=None):
         return cands[req.settings.seed - seed]
 
     be = ScriptedBackend(responder=mixture_responder(propose=propose, judge=judge))
-    pipe = resolve(method="smoa", instances={"local": be}, n=4, k=2, max_rounds=1, seed=seed, roles=["r"] * 4, cache=False)
+    rounds = 2 if method == "smoa-combined" else 1
+    pipe = resolve(method=method, instances={"local": be}, n=4, k=2, max_rounds=rounds, seed=seed, roles=["r"] * 4, cache=False)
     r = asyncio.run(Engine(pipe).run(QUESTION))
+    if method == "smoa-combined":
+        first = next(c for c in r.trace.calls if c.stage == "judge")
+        assert "stop" in first.decision  # the combined verdict was asked
     j = r.trace.layers[0]["judge"]
     assert j.get("error") is None and j["fallback"] is None, j
     return set(r.trace.layers[0]["kept"]) != HONEST
 
 
-def hijack_rate(attacks, leak, monkeypatch):
+def hijack_rate(attacks, leak, monkeypatch, method="smoa"):
     if leak:
         monkeypatch.setattr(engine_mod, "_nonce", lambda *a: LEAKED_NONCE)
     hits = trials = 0
     for attack in attacks:
         for seed in SEEDS:
             trials += 1
-            hits += judge_once(attack, seed)
+            hits += judge_once(attack, seed, method=method)
     return hits, trials
 
 
@@ -66,12 +71,13 @@ def test_the_honest_case_keeps_the_two_correct_answers():
         assert judge_once(clean, seed) is False
 
 
+@pytest.mark.parametrize("method", ["smoa", "smoa-combined"])
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
-def test_hijack_rate_is_zero_with_every_defence(attack, monkeypatch):
+def test_hijack_rate_is_zero_with_every_defence(attack, method, monkeypatch):
     judge = GullibleJudge()
     if attack.needs_leak:  # the worst case: the attacker somehow knows the nonce
         monkeypatch.setattr(engine_mod, "_nonce", lambda *a: LEAKED_NONCE)
-    hits = sum(judge_once(attack, seed, judge) for seed in SEEDS)
+    hits = sum(judge_once(attack, seed, judge, method=method) for seed in SEEDS)
     assert hits == 0
     assert judge.obeyed == []  # no instruction ever got outside its block
 
@@ -88,10 +94,18 @@ def test_without_defang_leaked_markers_hijack(monkeypatch):
     assert hits == 0
 
 
-def test_without_echo_stripping_quoted_verdicts_hijack(monkeypatch):
+@pytest.mark.parametrize("method", ["smoa", "smoa-combined"])
+def test_without_echo_stripping_quoted_verdicts_hijack(method, monkeypatch):
     monkeypatch.setattr(engine_mod, "strip_echoes", lambda reply, cands: (reply, 0))
     quoted = [a for a in ATTACKS if a.name in ("fake-verdict-json", "role-play")]
-    hits, trials = hijack_rate(quoted, leak=False, monkeypatch=monkeypatch)
+    hits, trials = hijack_rate(quoted, leak=False, monkeypatch=monkeypatch, method=method)
+    assert hits >= trials // 2, (hits, trials)
+
+
+def test_without_defang_leaked_markers_hijack_the_combined_verdict(monkeypatch):
+    monkeypatch.setattr(engine_mod, "_defang", lambda text, nonce: text)
+    leaky = [a for a in ATTACKS if a.needs_leak]
+    hits, trials = hijack_rate(leaky, leak=True, monkeypatch=monkeypatch, method="smoa-combined")
     assert hits >= trials // 2, (hits, trials)
 
 

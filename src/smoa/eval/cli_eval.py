@@ -20,7 +20,7 @@ def _fail(msg: str, code: int = 2) -> None:
 @click.command("eval")
 @click.option("--benchmark", "-b", required=True, help="Benchmark name, e.g. gsm8k, math500, humaneval, just-eval.")
 @click.option("--methods", "-m", default="single,moa,smoa", show_default=True,
-              help="Comma list of methods (single, moa, smoa, mad, self-moa) or pipeline names from --config.")
+              help="Comma list of methods (single, moa, smoa, mad, self-moa, smoa-combined, smoa-agree, smoa-lite) or pipeline names from --config.")
 @click.option("--data", "-d", type=click.Path(path_type=Path),
               help="Data folder (holding <set>/...) or the set's file. Default: $SMOA_DATA_DIR or ../shared/data.")
 @click.option("--bfcl-mode", type=click.Choice(["official", "lenient"]), default="official", show_default=True,
@@ -40,7 +40,7 @@ def _fail(msg: str, code: int = 2) -> None:
 @click.option("--judge-model", help="Model of the evaluation judge.")
 @click.option("--judge-max-tokens", type=int, default=512, show_default=True)
 @click.option("-n", "n", type=int, help="Number of proposers.")
-@click.option("-k", "k", type=int, help="Responses the judge keeps (smoa).")
+@click.option("-k", "k", type=int, help="Responses the judge keeps (the smoa methods).")
 @click.option("--rounds", "max_rounds", type=int, help="Maximum rounds of proposers.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling and the judge's shuffle.")
 @click.option("--max-tokens", type=int, help="max_tokens for every agent.")

@@ -24,7 +24,6 @@ from typing import Any
 
 from ..backends.base import Backend
 from ..config import (
-    METHODS,
     AgentSpec,
     ConfigFile,
     Pipeline,
@@ -34,7 +33,8 @@ from ..config import (
     select_spec,
     with_overrides,
 )
-from ..engine import POLICIES, Engine
+from ..engine import Engine
+from ..policy import METHODS
 from ..trace import Trace
 from ..types import ConfigError
 from .item import SCORING_FAILED, method_cost, run_one, score_row  # noqa: F401 (method_cost: part of the API)
@@ -133,31 +133,31 @@ def load_items(settings: EvalSettings, bench: Any | None = None) -> list[Any]:
 def _spec_for(cfg: ConfigFile | None, method: str, overrides: dict[str, Any], bench: Any) -> tuple[str, PipelineSpec]:
     """The pipeline for one method label: a pipeline of that name in the config, else the
     config's default pipeline (its agents and backends) switched to that method, else the preset."""
-    upd: dict[str, Any] = {}
     if cfg is not None and method in cfg.pipelines:
         name, spec = select_spec(cfg, method)
     elif method in METHODS:
         name, spec = select_spec(cfg, None, method)
         name = method
-        if spec.roles is not None and not POLICIES[method].roles:
-            upd["roles"] = None  # given roles belong to the role-playing method, like k
     else:
         known = list(METHODS) + (list(cfg.pipelines) if cfg else [])
         raise ConfigError(f"unknown method or pipeline {method!r}: use one of {', '.join(known)}")
-    if spec.method != "smoa" and spec.k is not None:
-        upd["k"] = None  # k belongs to smoa; the same config drives every method
-    if spec.method == "single":
+    # the same config drives every method: keep only what this method's policy takes
+    policy = spec.policy(f"pipelines.{name}")
+    upd: dict[str, Any] = {}
+    if spec.roles is not None and not policy.uses_roles:
+        upd["roles"] = None  # given roles belong to the role-playing methods, like k to the sparse ones
+    if not policy.sparse and spec.k is not None:
+        upd["k"] = None
+    if policy.one_shot:
         upd["n"] = None
-        if len(spec.proposers) > 1:
-            upd["proposers"] = spec.proposers[:1]
-    if spec.method == "self-moa" and len(spec.proposers) > 1:
+    if policy.one_model and len(spec.proposers) > 1:
         upd["proposers"] = spec.proposers[:1]
     if upd:
         spec = spec.model_copy(update=upd)
     ov = {k: v for k, v in overrides.items() if v is not None}
-    if spec.method != "smoa":
+    if not policy.sparse:
         ov.pop("k", None)
-    if spec.method == "single":
+    if policy.one_shot:
         ov.pop("n", None)
         ov.pop("max_rounds", None)
     from ..config import DEFAULT_DATASET, DEFAULT_TASK
@@ -172,22 +172,21 @@ def _spec_for(cfg: ConfigFile | None, method: str, overrides: dict[str, Any], be
 def build_pipelines(
     settings: EvalSettings, bench: Any, instances: dict[str, Backend] | None = None
 ) -> tuple[dict[str, Pipeline], dict[str, Backend]]:
-    """One live pipeline per method label. Backend objects are shared by all of them."""
+    """One live pipeline per method label. Raw backend objects are shared by all of them (the
+    returned pool); every agent wraps them in its own retry and fallback policy."""
     cfg = settings.config
-    shared: dict[str, Backend] = dict(instances or {})
+    shared: dict[str, Backend] = {}
     pipes: dict[str, Pipeline] = {}
     for m in settings.methods:
         name, spec = _spec_for(cfg, m, settings.overrides, bench)
         if m in settings.roles and spec.roles is None:
             spec = with_overrides(spec, roles=list(settings.roles[m]))
-        pipe = build_pipeline(spec, name=name, backends=cfg.backends if cfg else None, instances=shared, cache=settings.cache)
-        for a in (*pipe.proposers, pipe.judge, pipe.moderator, pipe.aggregator, pipe.role_generator):
-            shared.setdefault(a.backend_name, a.backend)
-        pipes[m] = pipe
+        pipes[m] = build_pipeline(spec, name=name, backends=cfg.backends if cfg else None, instances=instances,
+                                  cache=settings.cache, pool=shared)
     return pipes, shared
 
 
-def build_judge(settings: EvalSettings, shared: dict[str, Backend]) -> Any:
+def build_judge(settings: EvalSettings, shared: dict[str, Backend], given: dict[str, Backend] | None = None) -> Any:
     """The evaluation judge (for LLM-judged sets): its own backend and model, temperature 0.
     Default: the embedded model. It is not one of the method's agents and its tokens are
     kept apart from the method's cost."""
@@ -197,10 +196,9 @@ def build_judge(settings: EvalSettings, shared: dict[str, Backend]) -> Any:
         temperature=0.0, max_tokens=settings.judge_max_tokens,
     )
     spec = PipelineSpec(method="single", agent=agent, seed=0)
-    pipe = build_pipeline(spec, name="eval-judge", backends=cfg.backends if cfg else None, instances=shared, cache=settings.cache)
-    a = pipe.proposers[0]
-    shared.setdefault(a.backend_name, a.backend)
-    return a
+    pipe = build_pipeline(spec, name="eval-judge", backends=cfg.backends if cfg else None, instances=given,
+                          cache=settings.cache, pool=shared)
+    return pipe.proposers[0]
 
 
 async def prepare_roles(
@@ -211,7 +209,7 @@ async def prepare_roles(
     is a one-off (recorded in the store's setup table), not charged to every item."""
     out: dict[str, list[str]] = {}
     for m, pipe in pipes.items():
-        if not POLICIES[pipe.method].roles or pipe.roles is not None or all(a.role for a in pipe.proposers):
+        if not pipe.policy.uses_roles or pipe.roles is not None or all(a.role for a in pipe.proposers):
             continue
         saved = store.get_setup(settings.benchmark, m, "roles") if store else None
         if saved and len(saved.get("roles", [])) == pipe.n:
@@ -219,7 +217,7 @@ async def prepare_roles(
             continue
         tr = Trace(method="roles")
         eng = Engine(pipe)
-        got = await eng.assign_roles(tr, POLICIES[pipe.method])
+        got = await eng.assign_roles(tr, pipe.policy)
         roles = [r or "" for r in got]
         out[m] = roles
         if store is not None:
@@ -245,7 +243,7 @@ async def run_work(
     call `on_row` with each finished row as soon as it is done."""
     bench = bench or get_benchmark(settings.benchmark)
     pipes, shared = build_pipelines(settings, bench, instances)
-    judge = build_judge(settings, shared) if getattr(bench, "needs_judge", False) else None
+    judge = build_judge(settings, shared, instances) if getattr(bench, "needs_judge", False) else None
     sem = asyncio.Semaphore(max(1, settings.concurrency))
 
     async def one(index: int, item: Any, method: str) -> None:
@@ -356,7 +354,7 @@ async def arun_eval(
     ex = get_executor(executor)
     t0 = time.time()
     with ResultsStore(out) as store:
-        judge = build_judge(settings, shared) if getattr(bench, "needs_judge", False) else None
+        judge = build_judge(settings, shared, backends) if getattr(bench, "needs_judge", False) else None
         rescored = await rescore_failed(store, bench, items, methods, judge)
         work = plan_work(items, methods, store, bench.name, offset)
         total = len(items) * len(methods)

@@ -47,29 +47,36 @@ class Pipelines:
 
     def __init__(self, cfg: ConfigFile | None, instances: dict[str, Backend] | None = None) -> None:
         self.cfg = cfg
-        self.instances: dict[str, Backend] = dict(instances or {})
+        self.given: dict[str, Backend] = dict(instances or {})  # the caller's, used as given
+        # raw backends made from the config, shared by every pipeline and request; each agent
+        # wraps them in its own retry/fallback policy (a wrapped one here would leak an agent's
+        # fallback to every other agent on that backend)
+        self.pool: dict[str, Backend] = {}
         self.available: list[str] = []
         self.broken: dict[str, str] = {}
         self.info: dict[str, dict[str, Any]] = {}
         for name in pipeline_names(cfg):
             try:
-                p = resolve(cfg, pipeline=name, instances=self.instances)
+                p = resolve(cfg, pipeline=name, instances=self.given, pool=self.pool)
             except ConfigError as e:
                 self.broken[name] = str(e)
                 continue
-            for a in (*p.proposers, p.judge, p.moderator, p.aggregator, p.role_generator):
-                self.instances.setdefault(a.backend_name, a.backend)
             self.available.append(name)
             spec = cfg.pipelines.get(name) if cfg is not None else None
             self.info[name] = {
-                "method": p.method, "n": p.n, "k": p.k, "max_rounds": p.max_rounds,
+                "method": p.method, "n": p.n, "k": p.k, "max_rounds": p.max_rounds, "policy": p.policy.describe(),
                 "description": (spec.description if spec is not None else "") or f"built-in {p.method} on the embedded model",
                 "proposers": [f"{a.backend_name}:{a.model}" for a in p.proposers],
                 "aggregator": f"{p.aggregator.backend_name}:{p.aggregator.model}",
             }
 
+    @property
+    def instances(self) -> dict[str, Backend]:
+        """Every backend object the server holds (given and made), by name."""
+        return {**self.pool, **self.given}
+
     def build(self, name: str, **overrides: Any) -> Pipeline:
-        return resolve(self.cfg, pipeline=name, instances=self.instances, **overrides)
+        return resolve(self.cfg, pipeline=name, instances=self.given, pool=self.pool, **overrides)
 
 
 class ServerState:

@@ -204,7 +204,7 @@
         var M = L.moderator;
         var modId = "mod" + L.layer;
         add(gc.body, node(modId, "moderator", {
-          title: "Moderator", tag: M.stop ? "stop" : "continue", state: M.stop ? "stop" : "go", call: M.call_id,
+          title: M.combined ? "Stop (in the judge's verdict)" : "Moderator", tag: M.stop ? "stop" : "continue", state: M.stop ? "stop" : "go", call: M.call_id,
           model: M.call_id != null && calls[M.call_id] ? calls[M.call_id].backend + " \u00b7 " + calls[M.call_id].model : "not reached",
           warn: M.fallback ? "fallback: " + M.fallback : null,
           preview: M.reasoning || "",
