@@ -8,6 +8,7 @@ import pytest
 from smoa import ConfigError, SmoaError, resolve
 from smoa.engine import Engine
 from smoa.testing import ScriptedBackend, mixture_responder, stage_of
+from smoa.types import BackendError
 
 
 def make(method, responder=None, **kw):
@@ -227,20 +228,34 @@ def test_roles_are_cached_by_inputs():
     assert run(pipe3).trace.config["roles_source"] == "generated"
 
 
-def test_too_few_roles_filled_and_not_cached():
+def test_too_few_roles_filled_cached_and_marked_padded():
     be, pipe = make("smoa", mixture_responder(propose=numbered, roles='{"roles": [{"name": "a", "description": "You are A."}]}'), n=3, k=2, max_rounds=1)
     r = run(pipe)
     assert r.trace.roles[0] == "You are A."
     assert r.trace.config["roles_fallback"] == 2
     assert len(set(r.trace.roles)) == 3
-    # not written to disk, but reused in this process: a weak generator costs one call, not one per query
-    r2 = run(pipe)
-    assert r2.trace.config["roles_source"] == "session" and r2.trace.config["roles_fallback"] == 2
-    assert [c.stage for c in r2.trace.calls].count("role") == 0 and r2.trace.roles == r.trace.roles
     from smoa import roles as roles_mod
 
-    roles_mod._session.clear()  # as a new process would start
-    assert run(pipe).trace.config["roles_source"] == "generated"
+    roles_mod._session.clear()  # as a new process would start: the disk cache still has them
+    r2 = run(pipe)
+    assert r2.trace.config["roles_source"] == "cache" and r2.trace.config["roles_fallback"] == 2
+    assert [c.stage for c in r2.trace.calls].count("role") == 0 and r2.trace.roles == r.trace.roles
+
+
+def test_a_failed_role_call_is_not_cached():
+    calls = {"n": 0}
+
+    def roles(req):
+        calls["n"] += 1
+        raise BackendError("the role generator is down")
+
+    be, pipe = make("smoa", mixture_responder(propose=numbered, roles=roles), n=3, k=2, max_rounds=1)
+    r = run(pipe)
+    assert "roles_error" in r.trace.config and r.trace.config["roles_fallback"] == 3
+    from smoa import roles as roles_mod
+
+    roles_mod._session.clear()
+    assert run(pipe).trace.config["roles_source"] == "generated" and calls["n"] == 2
 
 
 def test_queries_that_start_together_generate_roles_once():

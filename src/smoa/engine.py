@@ -251,9 +251,12 @@ class Engine:
         gen = p.role_generator
         cached = roles_mod.load_cached(key) if self.role_cache else None
         session = roles_mod.recalled(key) if self.role_cache and cached is None else None
-        if cached is not None and len(cached) >= p.n:
-            generated = cached[: p.n]
+        if cached is not None and len(cached[0]) >= p.n:
+            generated = cached[0][: p.n]
             trace.config["roles_source"] = "cache"
+            if cached[1]:
+                # padded when generated: say so, the built-in roles are not the generator's
+                trace.config["roles_fallback"] = min(cached[1], p.n)
         elif session is not None and len(session[0]) >= p.n:
             generated = session[0][: p.n]
             trace.config["roles_source"] = "session"  # generated earlier in this process, padded
@@ -270,9 +273,10 @@ class Engine:
             trace.config["roles_source"] = "generated"
             if added:
                 trace.config["roles_fallback"] = added
-            if self.role_cache and added == 0:
-                roles_mod.store(key, generated, {"dataset": p.dataset, "task": p.task, "n": p.n})
-            elif self.role_cache:
+            # a failed call is not cached: the next query asks again
+            if self.role_cache and "roles_error" not in trace.config:
+                roles_mod.store(key, generated, {"dataset": p.dataset, "task": p.task, "n": p.n, "padded": added})
+            if self.role_cache and added:
                 roles_mod.remember(key, generated, added)
         return generated
 

@@ -40,15 +40,17 @@ def roles_key(dataset: str, task: str, n: int, generator: str) -> str:
     return h.hexdigest()[:32]
 
 
-def load_cached(key: str) -> list[str] | None:
+def load_cached(key: str) -> tuple[list[str], int] | None:
+    """(roles, how many of them are built-in padding) from the disk cache, or None."""
     p = cache_dir() / "roles" / f"{key}.json"
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     roles = data.get("roles") if isinstance(data, dict) else None
+    padded = data.get("padded", 0) if isinstance(data, dict) else 0
     if isinstance(roles, list) and all(isinstance(r, str) for r in roles):
-        return roles
+        return roles, padded if isinstance(padded, int) and 0 <= padded <= len(roles) else len(roles)
     return None
 
 
@@ -63,9 +65,9 @@ def store(key: str, roles: list[str], meta: dict) -> None:
         pass  # a cache that cannot be written is not an error
 
 
-# Roles padded with built-in ones are not written to disk (another process may ask the
-# generator again), but this process reuses them: a generator that cannot give n roles then
-# costs one call per process, not one per query.
+# Roles padded with built-in ones are written to disk like any others, marked with how many
+# were padded (a later process neither asks again nor takes them for generated ones); this
+# process also keeps them in memory, for a cache folder that cannot be written.
 _session: dict[tuple[str, str], tuple[list[str], int]] = {}
 _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
 
