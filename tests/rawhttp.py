@@ -268,6 +268,7 @@ class RawProxy:
         self.routes = routes or {}
         self.status = status
         self.seen: list[str] = []
+        self.headers: list[dict[str, str]] = []  # of each request it received, names lowercased
         self._tasks: set[asyncio.Task] = set()
 
     def _target(self, hostport: str) -> tuple[str, int]:
@@ -287,6 +288,8 @@ class RawProxy:
                 head.append(h)
             method, target, _ = line.decode("latin-1").split(" ", 2)
             self.seen.append(f"{method} {target}")
+            self.headers.append({k.strip().lower(): v.strip() for k, _, v in
+                                 (h.decode("latin-1").rstrip("\r\n").partition(":") for h in head[1:])})
             if self.status:
                 writer.write(f"HTTP/1.1 {self.status} Refused\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
                 await writer.drain()

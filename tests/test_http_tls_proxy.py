@@ -21,7 +21,7 @@ from rawhttp import (
     stream_handler,
 )
 
-from smoa import BackendError
+from smoa import BackendError, ConfigError
 from smoa.backends.openai_backend import OpenAIBackend
 from smoa.testing import free_port
 from smoa.types import Request, Settings
@@ -192,3 +192,24 @@ def test_proxy_refusing_the_tunnel_is_a_connect_error(trusted, monkeypatch):
             await be.aclose()
 
     run(main)
+
+
+def test_proxy_credentials_go_to_the_proxy_only(trusted, monkeypatch):
+    async def main():
+        async with RawServer(answer_each(OK), ssl_ctx=_server_ssl(trusted)) as srv, RawProxy() as proxy:
+            monkeypatch.setenv("HTTPS_PROXY", f"http://user:pr0xy-pass@127.0.0.1:{proxy.port}")
+            be = OpenAIBackend(base_url=srv.url(scheme="https"), max_retries=0, timeout_s=5)
+            assert (await be.complete(req())).text == "4"
+            assert proxy.headers[0]["proxy-authorization"] == "Basic dXNlcjpwcjB4eS1wYXNz"  # user:pr0xy-pass
+            assert "proxy-authorization" not in srv.requests[0].headers
+            await be.aclose()
+
+    run(main)
+
+
+def test_a_socks_proxy_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ConfigError, match=r"backend 'b': .* socks5:// proxy.*NO_PROXY.*openai-sdk"):
+        OpenAIBackend(base_url="http://llm.invalid/v1", name="b")
+    monkeypatch.setenv("NO_PROXY", "llm.invalid")
+    assert OpenAIBackend(base_url="http://llm.invalid/v1").http_client == "aiohttp"

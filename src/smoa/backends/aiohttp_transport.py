@@ -61,6 +61,10 @@ class InvalidHeader(ValueError):
     """A header (e.g. one carrying an API key) cannot be sent in HTTP/1.1."""
 
 
+class UnsupportedProxy(ValueError):
+    """The environment's proxy for the endpoint is not an http:// proxy (e.g. socks5://)."""
+
+
 class HTTPFailure(Exception):
     """Base class: every failure of a transport is one of the subclasses below."""
 
@@ -152,6 +156,9 @@ class AiohttpTransport:
         self.timeout_s = timeout_s
         self.max_connections = max_connections or DEFAULT_MAX_CONNECTIONS
         self.proxy = proxy_for(self.base_url)
+        if self.proxy is not None and URL(self.proxy).scheme != "http":
+            raise UnsupportedProxy(f"the proxy the environment gives for {self.base_url} is a "
+                                   f"{URL(self.proxy).scheme}:// proxy; aiohttp speaks to http:// proxies")
         self._ssl = ssl.create_default_context() if u.scheme == "https" else None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)

@@ -32,6 +32,7 @@ from .aiohttp_transport import (
     ProtocolFailure,
     StatusFailure,
     TimeoutFailure,
+    UnsupportedProxy,
 )
 from .base import Backend
 
@@ -85,6 +86,9 @@ class OpenAIBackend(Backend):
                 raise ConfigError(f"backend {name!r}: base_url {base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1") from e
             except InvalidHeader as e:
                 raise ConfigError(f"backend {name!r}: the API key is not usable in an HTTP header ({e}): check the key variable") from e
+            except UnsupportedProxy as e:
+                raise ConfigError(f"backend {name!r}: {e}: set an http:// proxy, exempt the host with NO_PROXY, "
+                                  "or use http_client = \"openai-sdk\"") from e
         else:
             from openai import AsyncOpenAI
 
