@@ -733,3 +733,14 @@ def test_a_chunked_json_answer_keeps_the_connection():
             assert srv.accepted == 1
 
     run(main)
+
+
+def test_base_urls():
+    from smoa.backends.aiohttp_transport import AiohttpTransport, InvalidURL
+
+    assert AiohttpTransport("http://[::1]:8080/v1/")._url("/x").raw_host == "::1"
+    assert str(AiohttpTransport("https://example.com/api/v1/")._url("/chat/completions")) == \
+        "https://example.com/api/v1/chat/completions"
+    for bad in ("ftp://x", "nonsense", "http://", "", "127.0.0.1:8000/v1"):
+        with pytest.raises(InvalidURL):
+            AiohttpTransport(bad)
