@@ -9,10 +9,12 @@ anything (session, connection, socket) is left unclosed (rawhttp.run).
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import json
 import socket
 import time
+import warnings
 
 import pytest
 from rawhttp import (
@@ -360,6 +362,24 @@ def test_each_event_loop_gets_its_own_session_closed_with_the_loop():
             assert srv.eofs == i + 1, "the connection of a finished event loop was left open"
         assert [len(c.requests) for c in srv.conns] == [2, 2, 2]
         assert len(be._http._sessions) <= 1  # finished loops are not kept
+
+
+def test_one_backend_used_from_event_loops_in_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadedServer(answer_each(OK)) as srv:
+        be = backend(srv)
+
+        async def three():
+            return [(await be.complete(req())).text for _ in range(3)]
+
+        with warnings.catch_warnings(record=True) as caught:  # one catcher: it is process-wide
+            warnings.simplefilter("always", ResourceWarning)
+            with ThreadPoolExecutor(4) as pool:
+                got = list(pool.map(lambda _: asyncio.run(three()), range(8)))
+            gc.collect()
+        assert got == [["4"] * 3] * 8 and len(srv.requests) == 24
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_tcp_nodelay_is_set():

@@ -172,8 +172,8 @@ class AiohttpTransport:
         entry = self._sessions.get(loop)
         if entry is not None and not entry[0].closed:
             return entry[0]
-        for lp in [lp for lp in self._sessions if lp.is_closed()]:
-            del self._sessions[lp]  # their sessions were closed with them
+        for lp in [lp for lp in list(self._sessions) if lp.is_closed()]:  # list(): other threads' loops
+            self._sessions.pop(lp, None)  # their sessions were closed with them
         connector = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=KEEPALIVE_S,
                                          ssl=self._ssl if self._ssl is not None else True)
         session = aiohttp.ClientSession(connector=connector, headers=self.headers, timeout=self._timeout,

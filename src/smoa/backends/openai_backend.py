@@ -6,7 +6,7 @@ Two HTTP clients, same behaviour (errors, time-outs, structured-output step-down
   server-sent events through aiohttp, about a tenth of the openai SDK's CPU per call,
   which is what lets one process keep a fast local server busy (BENCHMARKS.md,
   throughput); proxies from HTTP(S)_PROXY / NO_PROXY, TLS, keep-alive, compression;
-- `openai-sdk`: the official `openai` package (httpx): HTTP/2 and whatever the SDK adds.
+- `openai-sdk`: the official `openai` package (httpx), for whatever the SDK adds.
 
 `builtin` and `auto`, the names of the former home-made client and of its default, are
 deprecated aliases of `aiohttp` (a warning says so); they will be refused in a later release.
