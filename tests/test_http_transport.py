@@ -197,6 +197,18 @@ def test_redirect_keeping_the_method_is_followed():
     run(main)
 
 
+def test_redirect_to_another_origin_does_not_carry_the_api_key():
+    async def main():
+        async with RawServer(answer_each(OK)) as other:
+            moved = response(307, "", headers=[f"Location: {other.url()}/chat/completions"], reason="Moved")
+            async with RawServer(answer_each(moved)) as srv:
+                assert (await backend(srv, api_key="sk-stays-home").complete(req())).text == "4"
+                assert srv.requests[0].headers["authorization"] == "Bearer sk-stays-home"
+            assert len(other.requests) == 1 and "authorization" not in other.requests[0].headers
+
+    run(main)
+
+
 # -- keep-alive and connection limits -------------------------------------------------
 
 
