@@ -723,6 +723,19 @@ def test_sse_long_event_line():
     run(main)
 
 
+def test_sse_line_over_the_limit_is_a_clean_malformed_response():
+    from smoa.backends.aiohttp_transport import READ_BUFSIZE
+
+    huge = "data: " + "z" * (3 * READ_BUFSIZE)  # no newline for more than the reader may hold
+
+    async def main():
+        async with RawServer(stream_handler(SSE_CLOSE_HEAD + huge.encode())) as srv:
+            _, e = await deltas_until_failure(backend(srv), "malformed response")
+            assert e.retryable and not e.timeout
+
+    run(main)
+
+
 def test_stream_then_complete_on_the_same_connection():
     async def handler(conn: Conn) -> None:
         while (r := await conn.read_request()) is not None:

@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from yarl import URL
 
 DEFAULT_MAX_CONNECTIONS = 256
@@ -45,12 +46,14 @@ DEFAULT_MAX_CONNECTIONS = 256
 # (uvicorn's default keep-alive is 5 s: vLLM, SGLang, llama-cpp-python), so that a request
 # rarely leaves on a connection the server is closing; a POST is not resent (RFC 9112, 9.3.1).
 KEEPALIVE_S = 4.0
-# The longest line a stream may send (an SSE line, a header): aiohttp refuses longer ones.
+# aiohttp's read buffer; a stream's line (one SSE line) may be up to twice this long.
 READ_BUFSIZE = 1 << 20
 
 _JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 _GET_HEADERS = {"Accept": "application/json"}
 _SSE_HEADERS = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+# what aiohttp raises for a failed exchange (HttpProcessingError: e.g. a line too long)
+_ERRORS = (TimeoutError, aiohttp.ClientError, HttpProcessingError, ValueError)
 
 
 class InvalidURL(ValueError):
@@ -208,7 +211,7 @@ class AiohttpTransport:
                 status = resp.status
                 if status >= 400:
                     headers = {k.lower(): v for k, v in resp.headers.items()}
-        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+        except _ERRORS as e:
             raise _failure(e, self.timeout_s) from e
         if status >= 400:
             raise StatusFailure(status, headers, raw)
@@ -227,7 +230,7 @@ class AiohttpTransport:
         try:
             resp = await session.request("POST", self._url(path), data=body, proxy=self.proxy,
                                          headers=_SSE_HEADERS, timeout=self._stream_timeout)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+        except _ERRORS as e:
             raise _failure(e, self.timeout_s) from e
         try:
             if resp.status >= 400:
@@ -252,7 +255,7 @@ class AiohttpTransport:
                 data = b"\n".join(data_lines)
                 if data.strip() != b"[DONE]":
                     yield _event(data)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+        except _ERRORS as e:
             raise _failure(e, self.timeout_s, streaming=True) from e
         finally:
             resp.release()  # back to the pool when the body was read to its end, else closed
@@ -290,9 +293,13 @@ def _failure(e: BaseException, timeout_s: float, streaming: bool = False) -> HTT
         return ProtocolFailure(f"the {'stream' if streaming else 'response'} was cut off ({_first_line(e)})")
     if isinstance(e, aiohttp.ClientResponseError):  # the parser's: not valid HTTP
         return ProtocolFailure(f"not a valid HTTP response ({_first_line(e.message)})")
+    if isinstance(e, LineTooLong):
+        return ProtocolFailure(f"a line of the response is longer than {2 * READ_BUFSIZE} bytes")
+    if isinstance(e, HttpProcessingError):
+        return ProtocolFailure(f"not a valid HTTP response ({_first_line(e.message)})")
     if isinstance(e, aiohttp.ClientOSError):
         return ProtocolFailure(f"the connection broke ({type(e).__name__}: {_first_line(e)})")
-    if isinstance(e, ValueError):  # e.g. a line longer than READ_BUFSIZE
+    if isinstance(e, ValueError):
         return ProtocolFailure(f"unreadable response ({_first_line(e)})")
     return ProtocolFailure(f"{type(e).__name__}: {_first_line(e)}")
 
