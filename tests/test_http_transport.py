@@ -546,6 +546,7 @@ def test_context_length_refusal_is_an_input_error():
     b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"a\": 1",  # short body
     b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",  # JSON, but no choices
+    b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"[" * 100_000 + b"]" * 100_000,  # too deep
     b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\n{}\r\n0\r\n\r\n",
@@ -553,7 +554,7 @@ def test_context_length_refusal_is_an_input_error():
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n",  # no last chunk
     b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
-], ids=["not-http", "bad-status", "eof-in-headers", "short-body", "not-json", "no-choices", "bad-length",
+], ids=["not-http", "bad-status", "eof-in-headers", "short-body", "not-json", "no-choices", "too-deep", "bad-length",
         "bad-chunk-size", "negative-chunk-size", "cut-mid-chunk", "no-last-chunk", "huge-header", "bad-gzip"])
 def test_malformed_replies_are_retryable_malformed_response_errors(reply):
     async def main():

@@ -217,7 +217,7 @@ class AiohttpTransport:
             raise StatusFailure(status, headers, raw)
         try:
             return json.loads(raw)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: JSON nested beyond any reason
             raise ProtocolFailure(f"the body is not JSON ({e})") from e
 
     async def stream_events(self, path: str, payload: Any) -> AsyncIterator[Any]:
@@ -264,7 +264,7 @@ class AiohttpTransport:
 def _event(data: bytes) -> Any:
     try:
         return json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ProtocolFailure(f"an event is not JSON ({e})") from e
 
 
