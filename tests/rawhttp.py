@@ -4,7 +4,8 @@ A `RawServer`'s handler reads requests and writes hand-made response bytes, so e
 framing case (lengths, chunks, close-delimited bodies, keep-alive, broken or stalled
 replies, server-sent events) reaches the client exactly as a test writes it. `RawProxy`
 is a tiny forward proxy (absolute-form requests and CONNECT tunnels) that records what
-passed through it.
+passed through it. `backend`, `collect` and `deltas_until_failure` drive the openai backend
+against them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import pytest
+
+from smoa import BackendError
+from smoa.backends.openai_backend import OpenAIBackend
+from smoa.types import Request, Settings
 
 # -- a scripted raw server ------------------------------------------------------------
 
@@ -200,6 +207,7 @@ def completion(text: str = "4", model: str = "m1", usage: tuple[int, int] = (7, 
 
 
 OK_BODY = completion("4")
+OK = response(body=OK_BODY)
 
 
 def delta(text: str | None = None, finish: str | None = None, usage: tuple[int, int] | None = None) -> str:
@@ -253,6 +261,39 @@ def stream_handler(*pieces: bytes, stall_after: bool = False, close: bool = True
             conn.close()
 
     return handler
+
+
+# -- the client side: the openai backend on a scripted server -------------------------
+
+
+def req(text: str = "What is 2+2? héllo, 世界 🙂", **settings) -> Request:
+    return Request(messages=({"role": "user", "content": text},), model="m1", settings=Settings(**settings))
+
+
+def backend(srv_or_url, **kw) -> OpenAIBackend:
+    url = srv_or_url if isinstance(srv_or_url, str) else srv_or_url.url()
+    return OpenAIBackend(base_url=url, max_retries=0, **kw)
+
+
+async def collect(be: OpenAIBackend, request: Request | None = None) -> tuple[list[str], object]:
+    """The deltas of a stream and its final completion."""
+    deltas, final = [], None
+    async for ev in be.stream(request or req()):
+        if ev.delta:
+            deltas.append(ev.delta)
+        if ev.completion:
+            final = ev.completion
+    return deltas, final
+
+
+async def deltas_until_failure(be: OpenAIBackend, match: str) -> tuple[list[str], BackendError]:
+    """The deltas a stream yields before it fails with a BackendError (which it must)."""
+    got: list[str] = []
+    with pytest.raises(BackendError, match=match) as ei:
+        async for ev in be.stream(req()):
+            if ev.delta:
+                got.append(ev.delta)
+    return got, ei.value
 
 
 # -- a forward proxy ------------------------------------------------------------------

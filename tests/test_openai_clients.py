@@ -1,6 +1,7 @@
 """The openai backend's two HTTP clients (aiohttp and openai-sdk) behave the same, against
 real servers on 127.0.0.1 (smoa.fakeserver): answers, streams, errors, step-down.
-The aiohttp client alone, against hand-written HTTP: test_http_transport.py, test_http_tls_proxy.py."""
+The aiohttp client alone, against hand-written HTTP: test_http_transport.py, test_http_sse.py,
+test_http_tls_proxy.py."""
 
 import asyncio
 
