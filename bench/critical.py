@@ -3,7 +3,7 @@
 smoa (n=8, 3 layers, k=3), moa and mad at the same n and layers, and smoa with every call
 run one at a time (what the SMoA reference code does), against the fake OpenAI-compatible
 server with a fixed per-call latency. Ratio = wall time / sum over stages of the slowest call.
-The openai backend uses its builtin HTTP client; "smoa-openai-sdk" is smoa through the
+The openai backend uses its default HTTP client (aiohttp); "smoa-openai-sdk" is smoa through the
 openai SDK instead, for comparison.
 """
 
@@ -37,7 +37,7 @@ def run(latency_s: float = 0.1, repeats: int = 5, n: int = 8, rounds: int = 3, k
     }
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with private_cache_dir(), fake_server(latency_s) as srv:
-        pipes = {v: http_pipeline(srv.base_url, m, n, rounds, kk, http_client="openai-sdk" if v.endswith("-sdk") else "builtin")
+        pipes = {v: http_pipeline(srv.base_url, m, n, rounds, kk, http_client="openai-sdk" if v.endswith("-sdk") else "aiohttp")
                  for v, (m, kk, _) in variants.items()}
 
         async def main() -> None:

@@ -123,3 +123,15 @@ def test_unreachable_endpoint(tmp_path):
     )
     r = smoa("ask", "q", "--config", str(c))
     assert r.returncode == 2 and "cannot reach the endpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_deprecated_http_client_is_one_warning_line_and_still_works(tmp_path, fake):
+    c = tmp_path / "c.toml"
+    c.write_text(
+        f"[backends.old]\ntype = 'openai'\nbase_url = '{fake.base_url}'\nhttp_client = 'builtin'\n"
+        "[pipelines.p]\nmethod = 'single'\nagent = { backend = 'old', model = 'm1' }\n"
+    )
+    r = smoa("ask", "q", "--config", str(c), "--quiet", "--no-store")
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("smoa: warning: backend 'old': http_client = 'builtin' is deprecated")

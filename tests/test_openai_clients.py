@@ -1,5 +1,7 @@
-"""The openai backend's two HTTP clients (builtin and openai-sdk) behave the same, against
-real servers on 127.0.0.1 (smoa.fakeserver): answers, streams, errors, step-down."""
+"""The openai backend's two HTTP clients (aiohttp and openai-sdk) behave the same, against
+real servers on 127.0.0.1 (smoa.fakeserver): answers, streams, errors, step-down.
+The aiohttp client alone, against hand-written HTTP: test_http_transport.py, test_http_sse.py,
+test_http_tls_proxy.py."""
 
 import asyncio
 
@@ -13,7 +15,7 @@ from smoa.testing import ServerProcess, free_port
 from smoa.types import InputError, Request, Settings
 
 pytestmark = pytest.mark.server
-CLIENTS = ("builtin", "openai-sdk")
+CLIENTS = ("aiohttp", "openai-sdk")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_smoa_end_to_end_with_each_client(fake, client):
 def test_both_clients_give_the_same_completion(fake):
     got = {c: complete(OpenAIBackend(base_url=fake.base_url, http_client=c), req(seed=5, temperature=0.0, max_tokens=9))
            for c in CLIENTS}
-    a, b = got["builtin"], got["openai-sdk"]
+    a, b = got["aiohttp"], got["openai-sdk"]
     assert (a.text, a.prompt_tokens, a.completion_tokens, a.model, a.finish_reason) == (
         b.text, b.prompt_tokens, b.completion_tokens, b.model, b.finish_reason)
     assert a.text and a.finish_reason == "stop"
@@ -82,18 +84,6 @@ def test_stream_deltas_add_up_to_the_completion(fake, client):
     final = evs[-1].completion
     assert len(deltas) > 1 and "".join(deltas) == final.text
     assert final.completion_tokens > 0 and final.finish_reason == "stop"
-
-
-def test_builtin_client_reuses_connections(fake):
-    be = OpenAIBackend(base_url=fake.base_url, http_client="builtin")
-
-    async def go():
-        for _ in range(5):
-            await be.complete(req())
-        await asyncio.gather(*(be.complete(req()) for _ in range(8)))
-        await be.aclose()
-    asyncio.run(go())
-    assert be._http.connections_opened <= 8  # 13 calls; sequential ones share one connection
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -162,25 +152,28 @@ def test_context_window_refusal_is_input_error(client):
         complete(be, long)
 
 
-def test_auto_takes_builtin_unless_a_proxy_applies(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    assert OpenAIBackend(base_url="http://127.0.0.1:8000/v1").http_client == "builtin"
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
-    assert OpenAIBackend(base_url="http://10.1.2.3:8000/v1").http_client == "openai-sdk"
-    assert OpenAIBackend(base_url="https://api.example.com/v1").http_client == "builtin"  # HTTP_PROXY is for http only
-    monkeypatch.setenv("NO_PROXY", "10.1.2.3")
-    assert OpenAIBackend(base_url="http://10.1.2.3:8000/v1").http_client == "builtin"
-    assert OpenAIBackend(base_url="http://10.1.2.3:8000/v1", http_client="openai-sdk").http_client == "openai-sdk"
+def test_aiohttp_is_the_default_and_the_former_names_are_deprecated_aliases(tmp_path):
+    assert OpenAIBackend(base_url="http://127.0.0.1:8000/v1").http_client == "aiohttp"
+    for old in ("builtin", "auto"):
+        with pytest.warns(FutureWarning, match=rf"backend 'b': http_client = '{old}' is deprecated.*aiohttp"):
+            assert OpenAIBackend(base_url="http://127.0.0.1:8000/v1", name="b", http_client=old).http_client == "aiohttp"
+    toml = tmp_path / "smoa.toml"
+    toml.write_text('[backends.b]\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\nhttp_client = "builtin"\n'
+                    '[pipelines.p]\nmethod = "single"\nagent = { backend = "b", model = "m" }\n')
+    with pytest.warns(FutureWarning, match="deprecated"):
+        pipe = resolve(load_config(toml))
+    assert pipe.proposers[0].backend.inner.http_client == "aiohttp"
 
 
 def test_bad_http_client_and_url_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="http_client must be one of"):
+    with pytest.raises(ConfigError, match="http_client must be one of aiohttp, openai-sdk, not 'curl'"):
         OpenAIBackend(base_url="http://127.0.0.1:1/v1", http_client="curl")
     with pytest.raises(ConfigError, match="not an http"):
-        OpenAIBackend(base_url="127.0.0.1:8000/v1", http_client="builtin")
+        OpenAIBackend(base_url="127.0.0.1:8000/v1")
+    with pytest.raises(ConfigError, match="not usable in an HTTP header"):
+        OpenAIBackend(base_url="http://127.0.0.1:1/v1", api_key="sk-line\nbreak")
     toml = tmp_path / "smoa.toml"
     toml.write_text('[backends.b]\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\nhttp_client = "curl"\n'
                     '[pipelines.p]\nmethod = "single"\nagent = { backend = "b", model = "m" }\n')
-    with pytest.raises(ConfigError, match=r"backends\.b\.http_client"):
+    with pytest.raises(ConfigError, match=r"backends\.b\.http_client: unknown HTTP client 'curl': use aiohttp"):
         load_config(toml)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,14 @@ def _fail(msg: str, code: int = 2) -> None:
     line = " ".join(redact(str(msg)).split())  # one line, whatever the message held
     click.echo(f"smoa: error: {line}", err=True)
     sys.exit(code)
+
+
+def _warn(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+          line: str | None = None) -> None:
+    """Warnings (e.g. a deprecated config value) as one line, like errors."""
+    from .redaction import redact
+
+    click.echo(f"smoa: warning: {' '.join(redact(str(message)).split())}", err=True)
 
 
 def _read_stdin() -> str:
@@ -68,6 +77,7 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     """Sparse Mixture-of-Agents: many LLMs answer, a judge keeps the best k,
     a moderator stops early, an aggregator writes the answer."""
+    warnings.showwarning = _warn
 
 
 @main.command()

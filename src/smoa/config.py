@@ -57,9 +57,9 @@ class BackendSpec(_Strict):
     # openai backends: refuse prompts that cannot fit (estimated tokens); None: no check here
     context_window: int | None = Field(None, ge=16)
     structured: Literal["json_schema", "json_object", "none"] = "json_schema"
-    # openai backends: "builtin" (lean HTTP/1.1 client), "openai-sdk", or "auto" (builtin
-    # unless an environment proxy applies to base_url)
-    http_client: Literal["auto", "builtin", "openai-sdk"] = "auto"
+    # openai backends: "aiohttp" or "openai-sdk"; "builtin" and "auto" are deprecated
+    # aliases of "aiohttp" (the backend warns)
+    http_client: Literal["aiohttp", "openai-sdk", "builtin", "auto"] = "aiohttp"
     max_concurrency: int | None = Field(None, ge=1)
     # one request at a time, across every query (servers that load models on demand)
     sequential: bool = False
@@ -286,6 +286,8 @@ def _validation_message(e: ValidationError, where: str) -> str:
         msg = "unknown field: remove it or check its spelling"
     elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
         msg = str(err["ctx"]["error"])  # our validators' own message, without pydantic's prefix
+    elif err["type"] == "literal_error" and err["loc"] and err["loc"][-1] == "http_client":
+        msg = f"unknown HTTP client {err.get('input')!r}: use aiohttp (the default) or openai-sdk"
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     return f"{where}: {loc}: {msg}{more}"
 

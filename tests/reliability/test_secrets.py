@@ -62,7 +62,7 @@ def echo(request, tmp_path_factory):
         yield srv
 
 
-def config_text(url, method="smoa", http_client="auto"):
+def config_text(url, method="smoa", http_client="aiohttp"):
     return textwrap.dedent(f'''
         [backends.hosted]
         type = "openai"
@@ -81,7 +81,7 @@ def config_text(url, method="smoa", http_client="auto"):
     ''')
 
 
-def run_cli(tmp_path, url, key, http_client="auto"):
+def run_cli(tmp_path, url, key, http_client="aiohttp"):
     cfg = tmp_path / "smoa.toml"
     cfg.write_text(config_text(url, http_client=http_client))
     trace = tmp_path / "trace.json"
@@ -104,7 +104,7 @@ def assert_no_key(written, key):
         assert key[12:].encode() not in data, f"part of the API key leaked into {where}"
 
 
-@pytest.mark.parametrize("client", ["builtin", "openai-sdk"])
+@pytest.mark.parametrize("client", ["aiohttp", "openai-sdk"])
 def test_cli_run_with_the_right_key_leaks_nothing(fake, tmp_path, client):
     p, written = run_cli(tmp_path, fake.base_url, KEY, http_client=client)
     assert p.returncode == 0, p.stderr.decode()

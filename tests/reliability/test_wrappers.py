@@ -197,8 +197,8 @@ def test_config_wraps_agents_per_their_policy():
     pipe = resolve(c, instances={"local": be})
     prop = pipe.proposers[0].backend
     assert isinstance(prop, RetryingBackend) and prop.policy.retries == 4 and prop.policy.timeout_s == 7
-    # the builtin HTTP client makes one attempt per call: retries are the wrapper's, counted
-    assert prop.inner.http_client == "builtin" and prop.inner._client is None
+    # the aiohttp client makes one attempt per call (a POST is never resent): retries are the wrapper's, counted
+    assert prop.inner.http_client == "aiohttp" and prop.inner._client is None
     sdk = resolve(c.model_copy(update={"backends": {"hosted": c.backends["hosted"].model_copy(update={"http_client": "openai-sdk"})}}),
                   instances={"local": be}).proposers[0].backend
     assert sdk.inner._client.max_retries == 0  # nor does the SDK, behind our back

@@ -2,20 +2,21 @@
 
 Two HTTP clients, same behaviour (errors, time-outs, structured-output step-down):
 
-- `builtin` (`smoa.backends.httpclient`): a small HTTP/1.1 client that sends and reads
-  JSON and nothing more; under a tenth of the openai SDK's CPU per call, which is what
-  lets one process keep a fast local server busy (BENCHMARKS.md, throughput);
-- `openai-sdk`: the official `openai` package (httpx): proxies, HTTP/2 and whatever
-  the SDK adds.
+- `aiohttp` (the default; `smoa.backends.aiohttp_transport`): sends and reads JSON and
+  server-sent events through aiohttp, about a tenth of the openai SDK's CPU per call,
+  which is what lets one process keep a fast local server busy (BENCHMARKS.md,
+  throughput); proxies from HTTP(S)_PROXY / NO_PROXY, TLS, keep-alive, compression;
+- `openai-sdk`: the official `openai` package (httpx), for whatever the SDK adds.
 
-`http_client = "auto"` (the default) takes `builtin` unless a proxy from the environment
-(HTTP_PROXY / HTTPS_PROXY, minus NO_PROXY) applies to the endpoint.
+`builtin` and `auto`, the names of the former home-made client and of its default, are
+deprecated aliases of `aiohttp` (a warning says so); they will be refused in a later release.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -23,20 +24,23 @@ from .. import __version__
 from ..redaction import clip, install_log_redaction, register_secret, register_url
 from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
 from . import upstream
-from .base import Backend
-from .httpclient import (
+from .aiohttp_transport import (
+    AiohttpTransport,
     ConnectFailure,
-    HTTPClient,
     HTTPFailure,
     InvalidHeader,
     InvalidURL,
     ProtocolFailure,
     StatusFailure,
     TimeoutFailure,
+    UnsupportedProxy,
 )
+from .base import Backend
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-HTTP_CLIENTS = ("auto", "builtin", "openai-sdk")
+HTTP_CLIENTS = ("aiohttp", "openai-sdk")
+# former names, accepted with a warning: both meant the home-made client aiohttp replaced
+DEPRECATED_HTTP_CLIENTS = ("builtin", "auto")
 
 # Characters per token used to estimate a prompt's length without the model's tokenizer.
 # Deliberately generous (English averages about 4): only prompts that are surely too long
@@ -58,7 +62,7 @@ class OpenAIBackend(Backend):
         max_concurrency: int | None = None,
         name: str = "openai",
         context_window: int | None = None,
-        http_client: str = "auto",
+        http_client: str = "aiohttp",
     ) -> None:
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
@@ -69,23 +73,24 @@ class OpenAIBackend(Backend):
         register_secret(api_key)
         register_url(base_url)
         install_log_redaction()
-        if http_client not in HTTP_CLIENTS:
-            raise ConfigError(f"backend {name!r}: http_client must be one of {', '.join(HTTP_CLIENTS)}, not {http_client!r}")
-        if http_client == "auto":
-            http_client = "openai-sdk" if _proxy_applies(base_url or DEFAULT_BASE_URL) else "builtin"
+        http_client = normalize_http_client(http_client, f"backend {name!r}")
         self.http_client = http_client
         self._client: Any = None  # the AsyncOpenAI client, when http_client is openai-sdk
-        self._http: HTTPClient | _SDKTransport
-        if http_client == "builtin":
+        self._http: AiohttpTransport | _SDKTransport
+        if http_client == "aiohttp":
             headers = {"User-Agent": f"smoa/{__version__}"}
             if api_key:
                 headers["Authorization"] = f"Bearer {api_key}"
             try:
-                self._http = HTTPClient(base_url or DEFAULT_BASE_URL, headers=headers, timeout_s=timeout_s)
+                self._http = AiohttpTransport(base_url or DEFAULT_BASE_URL, headers=headers, timeout_s=timeout_s,
+                                              max_connections=max_concurrency)
             except InvalidURL as e:
                 raise ConfigError(f"backend {name!r}: base_url {base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1") from e
             except InvalidHeader as e:
                 raise ConfigError(f"backend {name!r}: the API key is not usable in an HTTP header ({e}): check the key variable") from e
+            except UnsupportedProxy as e:
+                raise ConfigError(f"backend {name!r}: {e}: set an http:// proxy, exempt the host with NO_PROXY, "
+                                  "or use http_client = \"openai-sdk\"") from e
         else:
             from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
@@ -222,7 +227,7 @@ class OpenAIBackend(Backend):
 
 
 class _SDKTransport:
-    """The openai SDK behind HTTPClient's calls: JSON in, dicts out, its errors turned into
+    """The openai SDK behind AiohttpTransport's calls: JSON in, dicts out, its errors turned into
     the same HTTPFailures, so both clients share one code path in OpenAIBackend."""
 
     def __init__(self, client: Any) -> None:
@@ -268,19 +273,19 @@ def _sdk_failure(e: Exception) -> HTTPFailure:
     return ProtocolFailure(f"{type(e).__name__}: {e}")
 
 
-def _proxy_applies(url: str) -> bool:
-    """Whether HTTP_PROXY/HTTPS_PROXY (minus NO_PROXY) would send requests to `url` via a proxy."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    u = urlsplit(url)
-    proxies = urllib.request.getproxies()
-    if not proxies.get(u.scheme) and not proxies.get("all"):
-        return False
-    try:
-        return not urllib.request.proxy_bypass(u.hostname or "")
-    except Exception:  # noqa: BLE001 - a malformed NO_PROXY: assume the proxy applies
-        return True
+def normalize_http_client(value: str, where: str) -> str:
+    """`value` as one of HTTP_CLIENTS; a deprecated name becomes `aiohttp`, with a warning."""
+    if value in DEPRECATED_HTTP_CLIENTS:
+        warnings.warn(
+            f"{where}: http_client = {value!r} is deprecated: smoa's own HTTP client was replaced by "
+            "aiohttp; write http_client = \"aiohttp\" (the default) or drop the line",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return "aiohttp"
+    if value not in HTTP_CLIENTS:
+        raise ConfigError(f"{where}: http_client must be one of {', '.join(HTTP_CLIENTS)}, not {value!r}")
+    return value
 
 
 def _completion(d: Any, request: Request, backend: OpenAIBackend) -> Completion:
