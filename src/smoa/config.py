@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .backends.base import Backend
 from .policy import METHODS, Policy, get_policy, parse_shuffle, parse_stop
@@ -156,6 +156,20 @@ class ConfigFile(_Strict):
     cache: bool | None = None  # response cache for every pipeline of the file (None: on)
     backends: dict[str, BackendSpec] = Field(default_factory=dict)
     pipelines: dict[str, PipelineSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> ConfigFile:
+        """Every secret the file names is masked in every output, whether or not the backend
+        that holds it is ever built (a model may still write it)."""
+        import os
+
+        from .redaction import register_secret, register_url
+
+        for b in self.backends.values():
+            register_url(b.base_url)
+            if b.api_key_env:
+                register_secret(os.environ.get(b.api_key_env))
+        return self
 
 
 # ---------------------------------------------------------------------------

@@ -176,6 +176,7 @@ class ServerProcess:
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.__exit__(None, None, None)
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()[-2000:]}")
             try:
                 with urllib.request.urlopen(self.root_url + self.ready_path, timeout=2) as r:
@@ -187,6 +188,9 @@ class ServerProcess:
         raise RuntimeError(f"server did not start in {self.timeout_s} s: {self.log()[-2000:]}")
 
     def log(self) -> str:
+        """What the server printed (kept after it stopped)."""
+        if self._log.closed:
+            return self._final_log
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")
 
@@ -198,3 +202,6 @@ class ServerProcess:
             except Exception:
                 self.proc.kill()
                 self.proc.wait()
+        if not self._log.closed:  # keep the text, close the file (no ResourceWarning)
+            self._final_log = self.log()
+            self._log.close()

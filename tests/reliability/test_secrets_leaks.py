@@ -36,7 +36,7 @@ KEY = "sk-leak-test-7d3f9a1c5e8b2f4a6c0e9d7b5a3f1e8c"
 PASS = "pw-Quartz-Lantern-93x7-Meridian"
 
 UPSTREAM = textwrap.dedent('''
-    import json, sys
+    import base64, json, sys
     import uvicorn
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, StreamingResponse
@@ -47,6 +47,9 @@ UPSTREAM = textwrap.dedent('''
 
     async def chat(request):
         body = await request.json()
+        auth = request.headers.get("authorization", "")
+        if auth not in (f"Bearer {KEY}", "Basic " + base64.b64encode(f"alice:{PASS}".encode()).decode()):
+            return JSONResponse({"error": {"message": "who are you?"}}, status_code=401)
         if body["model"] == "late":
             msg = "upstream trouble " + "x" * 400 + " with the key " + request.headers.get("authorization", "")
             return JSONResponse({"error": {"message": msg}}, status_code=500)
@@ -99,22 +102,28 @@ def config(upstream):
         [backends.hosted]
         type = "openai"
         base_url = "http://alice:{PASS}@127.0.0.1:{port}/v1"
+        max_retries = 0
+
+        [backends.keyed]
+        type = "openai"
+        base_url = "http://127.0.0.1:{port}/v1"
         api_key_env = "LEAK_TEST_KEY"
         max_retries = 0
 
         [pipelines.leak]
         method = "single"
-        agent = {{ backend = "hosted", model = "leak" }}
+        agent = {{ backend = "keyed", model = "leak" }}
 
         [pipelines.late]
         method = "single"
-        agent = {{ backend = "hosted", model = "late" }}
+        agent = {{ backend = "keyed", model = "late" }}
 
         [pipelines.mix]
         method = "moa"
         n = 2
         max_rounds = 1
         agent = {{ backend = "hosted", model = "leak" }}
+        proposers = [{{ backend = "hosted", model = "leak" }}, {{ backend = "keyed", model = "leak" }}]
     ''')
 
 

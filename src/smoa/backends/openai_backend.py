@@ -79,10 +79,16 @@ class OpenAIBackend(Backend):
         self._http: AiohttpTransport | _SDKTransport
         if http_client == "aiohttp":
             headers = {"User-Agent": f"smoa/{__version__}"}
+            url, basic = _split_credentials(base_url or DEFAULT_BASE_URL)
+            if basic and api_key:
+                raise ConfigError(f"backend {name!r}: base_url carries a user and password and an API key is set too: "
+                                  "use one of them (the password in base_url is sent as HTTP Basic auth)")
             if api_key:
                 headers["Authorization"] = f"Bearer {api_key}"
+            elif basic:
+                headers["Authorization"] = basic
             try:
-                self._http = AiohttpTransport(base_url or DEFAULT_BASE_URL, headers=headers, timeout_s=timeout_s,
+                self._http = AiohttpTransport(url, headers=headers, timeout_s=timeout_s,
                                               max_connections=max_concurrency)
             except InvalidURL as e:
                 raise ConfigError(f"backend {name!r}: base_url {base_url!r} is not an http(s) URL: e.g. http://127.0.0.1:8000/v1") from e
@@ -370,6 +376,27 @@ def _retry_after_headers(headers: Mapping[str, str] | None) -> float | None:
             return max(0.0, parsedate_to_datetime(ra).timestamp() - time.time())
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """(url without user:password@, an HTTP Basic Authorization value or None)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
+    if parts.username is None and parts.password is None:
+        return url, None
+    import base64
+
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
 
 
 def _first_line(s: str) -> str:
