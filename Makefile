@@ -38,7 +38,7 @@ run: install
 	$(BIN)/smoa ask --method smoa -n 3 -k 2 --rounds 2 --max-tokens 160 --seed 7 "$(PROMPT)"
 
 test: install
-	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval,ray,browser]'
+	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval,ray,browser,otel]'
 	@if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
 	@if [ ! -f $(BFCL_REF)/bfcl_eval-$(BFCL_EVAL_VERSION).dist-info/METADATA ]; then \
 		$(BIN)/python -m pip install -q --no-deps --upgrade --target $(BFCL_REF) \
