@@ -217,12 +217,14 @@ class Receiver:
     def __init__(self):
         self.requests = []
         self.paths = []
+        self.auth = []
         got = self
 
         class H(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the stdlib's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 got.paths.append((self.path, self.headers.get("Content-Type")))
+                got.auth.append(self.headers.get("Authorization"))
                 req = ExportTraceServiceRequest()
                 req.ParseFromString(body)
                 got.requests.append(req)
@@ -268,10 +270,14 @@ def receiver():
 
 
 def test_spans_reach_a_real_otlp_http_receiver(receiver):
-    otel.instrument(endpoint=receiver.url + "/v1/traces", service_name="smoa-test")
+    token = "otel-test-token-0123456789"
+    otel.instrument(endpoint=receiver.url + "/v1/traces", service_name="smoa-test", headers={"Authorization": f"Bearer {token}"})
+    masked = redaction.redact(f"header was {token}")  # the exporter's credential is a secret of the process
+    assert token[:8] not in masked and "[redacted]" in masked
     r = smoa_query()
     assert otel.flush(10_000)
     assert receiver.paths and all(p == ("/v1/traces", "application/x-protobuf") for p in receiver.paths)
+    assert set(receiver.auth) == {f"Bearer {token}"}
     got = receiver.spans()
     assert len(got) == 12
     assert {res["service.name"] for res, *_ in got} == {"smoa-test"} and {scope for _, scope, *_ in got} == {"smoa"}

@@ -33,7 +33,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .redaction import redact
+from .redaction import redact, register_secret, register_url
 from .types import SmoaError
 
 if TYPE_CHECKING:
@@ -141,11 +141,24 @@ def instrument(
 
 
 def _new_provider(endpoint: str | None, headers: dict[str, str] | None, service_name: str | None) -> Any:
+    from urllib.parse import unquote
+
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    # the exporter's credentials (Langfuse's Basic auth, an API key) are secrets of this
+    # process: masked wherever smoa writes, like the backends' keys
+    pairs = [p.split("=", 1) for var in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+             for p in os.environ.get(var, "").split(",") if "=" in p]
+    for name, value in [*pairs, *(headers or {}).items()]:
+        if any(w in name.lower() for w in ("auth", "key", "token", "secret")):
+            value = unquote(value).strip()
+            register_secret(value)
+            register_secret(value.split(" ", 1)[-1])  # "Basic <token>": the token alone too
+    for url in (endpoint, os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"), os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        register_url(url)
     attrs = {}
     if service_name or not os.environ.get("OTEL_SERVICE_NAME"):
         attrs[SERVICE_NAME] = service_name or "smoa"  # OTEL_SERVICE_NAME wins over our default
