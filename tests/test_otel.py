@@ -378,3 +378,17 @@ def test_smoa_serve_otel_exports_each_query(receiver, tmp_path):
     root = next(a for _, _, s, a in got if not s.parent_span_id)
     assert root["smoa.trace_id"] == r.headers["x-smoa-trace-id"]
     assert {res["service.name"] for res, *_ in got} == {"smoa"}
+
+
+def test_the_standard_endpoint_variable_alone_turns_export_on(receiver, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    r = smoa_query(max_rounds=1)  # no instrument(), no flag: smoa.run sees the variable
+    assert otel.flush(10_000)
+    got = receiver.spans()
+    assert len(got) == len(r.trace.calls) + 1
+    assert {res["service.name"] for res, *_ in got} == {"smoa"}
+    monkeypatch.setenv("SMOA_OTEL", "0")
+    otel.uninstrument()
+    receiver.requests.clear()
+    smoa_query(max_rounds=1)
+    assert receiver.requests == []
