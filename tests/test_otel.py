@@ -392,3 +392,34 @@ def test_the_standard_endpoint_variable_alone_turns_export_on(receiver, monkeypa
     receiver.requests.clear()
     smoa_query(max_rounds=1)
     assert receiver.requests == []
+
+
+@pytest.mark.server
+def test_ray_workers_export_their_items(receiver, tmp_path, monkeypatch):
+    """`smoa eval --executor ray --otel`: the items run in Ray workers, whose spans still arrive."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'smoa[ray]'")
+    from smoa.eval.runner import run_eval
+
+    data = Path(os.environ.get("SMOA_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (data / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"GSM8K data not found under {data}")
+    monkeypatch.setenv("SMOA_OTEL", "1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "smoa-ray")
+    with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}"]) as srv:
+        cfg = tmp_path / "eval.toml"
+        cfg.write_text(f'[backends.fake]\ntype = "openai"\nbase_url = "{srv.base_url}"\n\n'
+                       '[pipelines.one]\nmethod = "single"\nagent = { backend = "fake", model = "m1" }\n')
+        try:
+            s = run_eval("gsm8k", "one", data=data, limit=2, config=cfg, out=tmp_path / "out", progress=False,
+                         executor="ray", chunk_size=1)
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+    assert s["written"] == 2 and s["errors"] == 0
+    roots = [(res, a) for res, _, sp, a in receiver.spans() if not sp.parent_span_id]
+    assert len(roots) == 2 and {res["service.name"] for res, _ in roots} == {"smoa-ray"}
+    assert {a["smoa.eval.method"] for _, a in roots} == {"one"}
+    assert all(a["smoa.eval.benchmark"] == "gsm8k" for _, a in roots)
+    # made in the workers, not here: this process never turned export on
+    assert otel._state is None
