@@ -423,3 +423,24 @@ def test_ray_workers_export_their_items(receiver, tmp_path, monkeypatch):
     assert all(a["smoa.eval.benchmark"] == "gsm8k" for _, a in roots)
     # made in the workers, not here: this process never turned export on
     assert otel._state is None
+
+
+def test_smoa_eval_otel_and_a_bad_switch(receiver, tmp_path):
+    data = Path(os.environ.get("SMOA_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (data / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"GSM8K data not found under {data}")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url + "/v1/traces"}
+    with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}"]) as fake:
+        cfg = tmp_path / "eval.toml"
+        cfg.write_text(f'[backends.fake]\ntype = "openai"\nbase_url = "{fake.base_url}"\n\n'
+                       '[pipelines.one]\nmethod = "single"\nagent = { backend = "fake", model = "m1" }\n')
+        r = subprocess.run([sys.executable, "-m", "smoa", "eval", "-b", "gsm8k", "-m", "one", "-d", str(data), "--limit", "3",
+                            "-c", str(cfg), "-o", str(tmp_path / "out"), "--otel", "--no-progress"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    roots = [a for _, _, s, a in receiver.spans() if not s.parent_span_id]
+    assert len(roots) == 3 and {a["smoa.eval.method"] for a in roots} == {"one"}
+    r = subprocess.run([sys.executable, "-m", "smoa", "ask", "hi"], capture_output=True, text=True, timeout=60,
+                       env={**env, "SMOA_OTEL": "maybe"})
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["smoa: error: SMOA_OTEL='maybe' is not understood: use 1 to export traces or 0 not to"]

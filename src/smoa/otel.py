@@ -18,6 +18,8 @@ Turning it on:
   or just the standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
   (`SMOA_OTEL=0` or `OTEL_SDK_DISABLED=true` turn it off). `OTEL_SERVICE_NAME`,
   `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS` are read by the SDK as usual.
+  Ray workers of `smoa eval --executor ray` get these settings (not the headers) and export
+  their items' spans themselves.
 
 The mapping is our own code: the OpenTelemetry GenAI instrumentations wrap one provider's
 client call by call, while smoa's spans must carry its mixture's structure (stages, layers,
