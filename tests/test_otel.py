@@ -444,3 +444,21 @@ def test_smoa_eval_otel_and_a_bad_switch(receiver, tmp_path):
                        env={**env, "SMOA_OTEL": "maybe"})
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["smoa: error: SMOA_OTEL='maybe' is not understood: use 1 to export traces or 0 not to"]
+
+
+def test_instrument_joins_the_applications_sdk_provider(monkeypatch):
+    """An application that set up OpenTelemetry (e.g. Phoenix's register()) gets smoa's spans
+    in its own provider; with no SDK provider set, smoa makes one that exports over OTLP."""
+    import opentelemetry.trace as trace_api
+
+    exp = InMemorySpanExporter()
+    app_provider = TracerProvider()
+    app_provider.add_span_processor(SimpleSpanProcessor(exp))
+    monkeypatch.setattr(trace_api, "get_tracer_provider", lambda: app_provider)
+    assert otel.instrument() is app_provider
+    smoa_query(max_rounds=1)
+    assert len([s for s in exp.get_finished_spans() if s.parent is None]) == 1
+    otel.uninstrument()
+    monkeypatch.setattr(trace_api, "get_tracer_provider", lambda: trace_api.ProxyTracerProvider())
+    own = otel.instrument()  # nothing is exported: no query runs
+    assert own is not app_provider and own.resource.attributes["service.name"] == "smoa"
