@@ -40,7 +40,7 @@ run: install
 # bubblewrap is the OS boundary the code sandbox (HumanEval/MBPP scoring) runs under
 test: install
 	@command -v bwrap >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q bubblewrap; }
-	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval,ray,browser]'
+	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval,ray,browser,otel]'
 	@if [ -f scripts/install-browser.sh ]; then bash scripts/install-browser.sh; fi
 	@if [ ! -f $(BFCL_REF)/bfcl_eval-$(BFCL_EVAL_VERSION).dist-info/METADATA ]; then \
 		$(BIN)/python -m pip install -q --no-deps --upgrade --target $(BFCL_REF) \

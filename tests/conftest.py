@@ -68,3 +68,17 @@ def _fresh_secret_registry():
     redaction._grams.clear()
     redaction._secrets.update(saved[0])
     redaction._grams.update(saved[1])
+
+
+@pytest.fixture(autouse=True)
+def _no_otel_export(monkeypatch):
+    """No test exports spans unless it asks (a developer's OTEL_EXPORTER_OTLP_ENDPOINT would
+    otherwise turn export on), and none leaves export on for the next."""
+    for var in ("SMOA_OTEL", "SMOA_OTEL_CONTENT", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME",
+                "OTEL_RESOURCE_ATTRIBUTES", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+    from smoa import otel
+
+    otel.uninstrument()

@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from . import otel
 from .backends.base import Backend
 from .config import ConfigFile, Pipeline, resolve
 from .engine import Callback, Engine, Result
-from .types import Message
+from .types import Message, SmoaError
 
 
 async def run(
@@ -32,7 +33,14 @@ async def run(
         pipe = pipeline
     else:
         pipe = resolve(config, pipeline=pipeline, method=method, instances=backends, **overrides)
-    return await Engine(pipe, on_delta=on_delta, on_event=on_event).run(query)
+    try:
+        result = await Engine(pipe, on_delta=on_delta, on_event=on_event).run(query)
+    except SmoaError as e:
+        if (tr := getattr(e, "trace", None)) is not None:
+            otel.record(tr)
+        raise
+    otel.record(result.trace)  # a no-op unless OpenTelemetry export is on (smoa.otel)
+    return result
 
 
 def run_sync(query: str | list[Message], method: str | None = None, **kwargs: Any) -> Result:

@@ -15,6 +15,9 @@ import click
 from .config import METHODS
 from .types import SmoaError
 
+OTEL_HELP = ("Export the trace as OpenTelemetry spans over OTLP/HTTP (also: SMOA_OTEL=1 or "
+             "OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'smoa[otel]').")
+
 
 def _fail(msg: str, code: int = 2) -> None:
     from .redaction import redact
@@ -87,8 +90,10 @@ def main() -> None:
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path), help="Write the trace as JSON to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the answer.")
 @click.option("--no-store", is_flag=True, help="Do not save the trace in the trace store (also: SMOA_NO_TRACE_STORE=1).")
-def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool, no_store: bool, **kw: Any) -> None:
+@click.option("--otel", is_flag=True, help=OTEL_HELP)
+def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool, no_store: bool, otel: bool, **kw: Any) -> None:
     """Answer PROMPT (or standard input) with a mixture of agents."""
+    from . import otel as otel_mod
     from .api import run
     from .server.commands import save_cli_trace
     from .trace import format_cost
@@ -99,8 +104,13 @@ def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool,
         prompt = _read_stdin()
     overrides = _overrides(kw)
     try:
+        otel_mod.cli_setup(otel)  # smoa.run exports the trace when this is on
+    except SmoaError as e:
+        _fail(str(e))
+    try:
         result = asyncio.run(run(prompt, kw.get("method"), config=kw.get("config"), pipeline=kw.get("pipeline"), **overrides))
     except SmoaError as e:
+        otel_mod.flush()
         tr = getattr(e, "trace", None)
         if trace_file and tr is not None:
             _write(trace_file, tr.to_json())
@@ -113,6 +123,7 @@ def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool,
         if os.environ.get("SMOA_DEBUG"):
             raise
         _fail(f"unexpected {type(e).__name__}: {e} (a bug in smoa: please report it; SMOA_DEBUG=1 shows where)", 1)
+    otel_mod.flush()
     if trace_file:
         _write(trace_file, result.trace.to_json())
     stored = save_cli_trace(result.trace, enabled=not no_store)

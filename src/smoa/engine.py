@@ -179,6 +179,8 @@ class Engine:
             backend=agent.backend_name,
             model=agent.model,
             messages=[dict(m) for m in messages],
+            provider=agent.backend.kind,
+            settings=req.settings.as_dict(),
         )
         await self._emit(self.on_event, {"type": "call_start", "call": rec.id, "stage": stage, "layer": layer, "agent": agent.name})
         t0 = time.perf_counter()
@@ -219,6 +221,7 @@ class Engine:
         rec.completion_tokens = comp.completion_tokens
         rec.cached = comp.cached
         rec.finish_reason = comp.finish_reason
+        rec.response_model = comp.model or None
         await self._emit(
             self.on_event,
             {"type": "call_end", "call": rec.id, "stage": stage, "layer": layer, "agent": agent.name,

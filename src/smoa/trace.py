@@ -38,6 +38,12 @@ class CallRecord:
     attempts: int = 1
     attempt_errors: list[str] = field(default_factory=list)
     fallback: str | None = None
+    # what was asked and who answered, for exporters (smoa.otel): the backend's kind
+    # ("openai", "local", ...), the request's sampling settings, and the model the endpoint
+    # says answered (None when it did not say)
+    provider: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    response_model: str | None = None
 
 
 @dataclass

@@ -49,15 +49,19 @@ def _fail(msg: str, code: int = 2) -> None:
               help="Answer repeated reproducible calls from the response cache (tokens are still counted).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--otel", is_flag=True, help="Export every item's trace as OpenTelemetry spans over OTLP/HTTP "
+              "(also: SMOA_OTEL=1 or OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'smoa[otel]').")
 def eval_cmd(benchmark: str, methods: str, out: Path, as_json: bool, progress: bool | None, bfcl_mode: str,
-             **kw: Any) -> None:
+             otel: bool, **kw: Any) -> None:
     """Evaluate methods on a benchmark; every finished item goes to OUT/results.sqlite at once."""
+    from .. import otel as otel_mod
     from .benchmarks import bfcl_benchmark_name
     from .runner import print_summary, run_eval
 
     benchmark = bfcl_benchmark_name(benchmark, bfcl_mode)
     overrides = {k: kw.pop(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature")}
     try:
+        otel_mod.cli_setup(otel)  # each item's trace is exported where the item finishes
         summary = run_eval(
             benchmark, methods, out=out, data=kw["data"], limit=kw["limit"], offset=kw["offset"],
             config=kw["config"], concurrency=kw["concurrency"], executor=kw["executor"],
@@ -68,6 +72,8 @@ def eval_cmd(benchmark: str, methods: str, out: Path, as_json: bool, progress: b
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted: finished items are saved; rerun the same command to resume", 130)
+    finally:
+        otel_mod.flush()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -55,9 +55,24 @@ def chunk_work(work: Work, chunk_size: int) -> list[list[tuple[int, Any, str]]]:
 
 def _ray_chunk(settings: EvalSettings, chunk: list[tuple[int, Any, str]], instances: dict[str, Backend] | None) -> list[dict[str, Any]]:
     """One Ray task: run a chunk of items with asyncio in the worker and return the rows."""
+    from .. import otel
+
     rows: list[dict[str, Any]] = []
-    asyncio.run(run_work(settings, chunk, lambda r: rows.append(r.to_dict()), instances=instances))
+    try:
+        asyncio.run(run_work(settings, chunk, lambda r: rows.append(r.to_dict()), instances=instances))
+    finally:
+        otel.flush()  # a worker may be ended without exit handlers: send its spans now
     return rows
+
+
+def _otel_env() -> dict[str, str]:
+    """OpenTelemetry settings the workers need to export their items' spans (smoa.otel).
+    Credentials (OTEL_EXPORTER_OTLP_HEADERS) are not sent: like the backends' API keys,
+    they must be set on a remote cluster's machines."""
+    keep = ("SMOA_OTEL", "SMOA_OTEL_CONTENT", "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+    return {k: os.environ[k] for k in keep if k in os.environ}
 
 
 class RayExecutor:
@@ -81,6 +96,7 @@ class RayExecutor:
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         pp = os.environ.get("PYTHONPATH", "")
         env = {"PYTHONPATH": src + (os.pathsep + pp if pp else "")}
+        env.update(_otel_env())
         kw: dict[str, Any] = {
             "include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
             "runtime_env": {"env_vars": env},

@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from .. import otel
 from ..config import Pipeline
 from ..engine import Engine
 from ..trace import Trace, cost_of
@@ -99,7 +100,19 @@ async def run_one(
         except Exception as e:
             row.error = f"{SCORING_FAILED} {type(e).__name__}: {e}"
     row.wall_s = round(time.perf_counter() - t0, 6)
+    _export(traces, row)
     return row
+
+
+def _export(traces: list[Trace], row: Row) -> None:
+    """Each turn's trace as OpenTelemetry spans (when export is on), with the row's score."""
+    for turn, tr in enumerate(traces, 1):
+        attrs = {"smoa.eval.benchmark": row.benchmark, "smoa.eval.method": row.method,
+                 "smoa.eval.item_id": row.item_id, "smoa.eval.run_id": row.run_id,
+                 "smoa.eval.score": row.score, "smoa.eval.correct": row.correct}
+        if len(traces) > 1:
+            attrs["smoa.eval.turn"] = turn
+        otel.record(tr, attrs)
 
 
 def _is_pairwise(bench: Any) -> bool:

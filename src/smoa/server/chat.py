@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import otel
 from ..engine import Engine, Result
 from ..types import ConfigError, Message, SmoaError, normalize_messages
 from .errors import ApiError, bad_request, from_exception
@@ -184,9 +185,11 @@ class QueryRun:
             if tr is not None:
                 tr.id = self.trace_id
                 await self.state.save_trace(tr)
+                otel.record(tr)
             raise
         result.trace.id = self.trace_id
         await self.state.save_trace(result.trace)
+        otel.record(result.trace)  # a no-op unless OpenTelemetry export is on (smoa.otel)
         return result
 
     async def next_item(self, wait_s: float | None) -> tuple[str, Any] | None:

@@ -27,16 +27,21 @@ def _fail(msg: str, code: int = 2) -> None:
 @click.option("--no-store", is_flag=True, help="Keep traces in memory only (also: SMOA_NO_TRACE_STORE=1).")
 @click.option("--trace-store", type=click.Path(dir_okay=False), help="SQLite file for traces (default: $SMOA_HOME/traces.sqlite or ~/.local/share/smoa/traces.sqlite).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--otel", is_flag=True, help="Export every query's trace as OpenTelemetry spans over OTLP/HTTP "
+              "(also: SMOA_OTEL=1 or OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'smoa[otel]').")
 def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, max_request_bytes: int | None,
-          no_store: bool, trace_store: str | None, log_level: str) -> None:
+          no_store: bool, trace_store: str | None, log_level: str, otel: bool) -> None:
     """Serve the pipelines as an OpenAI-compatible API (/v1) with a trace viewer (/traces).
 
     Each pipeline is a model: the presets (single, moa, smoa, mad, self-moa) and those in
     the config. Set SMOA_API_KEY to require 'Authorization: Bearer <key>'.
     """
+    from .. import otel as otel_mod
     from . import serve as run_server
 
     try:
+        if otel_mod.cli_setup(otel):
+            click.echo("smoa: exporting traces as OpenTelemetry spans (OTLP/HTTP)")
         run_server(
             config, host=host, port=port, log_level=log_level, max_in_flight=max_in_flight,
             max_request_bytes=max_request_bytes, save_traces=False if no_store else None, trace_store=trace_store,
