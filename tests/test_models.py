@@ -287,3 +287,24 @@ def test_backend_level_model_is_for_local_backends_only():
                      pipelines={"p": {"method": "single", "agent": {"backend": "h", "model": "m"}}})
     with pytest.raises(ConfigError, match="backends.h: model: name the model on the agents"):
         resolve(cfg)
+
+
+def test_eval_report_names_the_models_that_ran(tmp_path):
+    from smoa.eval.report import build_report, render_markdown, summary_dict
+    from smoa.eval.store import ResultsStore, Row
+
+    def call(stage, model, error=None):
+        return {"stage": stage, "model": model, "error": error}
+
+    with ResultsStore(tmp_path) as st:
+        for i in range(2):
+            calls = [call("propose", "qwen2.5-coder-1.5b"), call("propose", "smollm2-135m"),
+                     call("propose", "never-answered", error="boom"), call("judge", "qwen2.5-coder-1.5b"),
+                     call("aggregate", "qwen2.5-coder-1.5b")]
+            st.put(Row("gsm8k", "smoa", f"gsm8k/{i}", item_index=i, answer="1", score=1.0, correct=True,
+                       total_tokens=10, trace={"calls": calls}))
+    (rep,) = build_report(tmp_path)
+    assert rep.methods[0].models == {"propose": ["qwen2.5-coder-1.5b", "smollm2-135m"],
+                                     "judge": ["qwen2.5-coder-1.5b"], "aggregate": ["qwen2.5-coder-1.5b"]}
+    assert "- smoa ran: propose qwen2.5-coder-1.5b, smollm2-135m; judge qwen2.5-coder-1.5b;" in render_markdown([rep])
+    assert summary_dict(rep)["methods"]["smoa"]["models"]["judge"] == ["qwen2.5-coder-1.5b"]

@@ -48,6 +48,8 @@ class MethodStats:
     delta_ci: tuple[float, float] | None = None
     paired_n: int = 0
     pareto: bool = False
+    # stage -> the models that answered its calls (from the traces: what really ran)
+    models: dict[str, list[str]] = field(default_factory=dict)
     scores_by_item: dict[str, float] = field(default_factory=dict, repr=False)
 
 
@@ -151,6 +153,16 @@ def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0) -> Meth
     )
 
 
+def models_by_stage(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """stage -> the models whose calls answered in that stage, over the rows' traces."""
+    seen: dict[str, dict[str, None]] = {}
+    for r in rows:
+        for c in (r.get("trace") or {}).get("calls", []):
+            if c.get("model") and not c.get("error"):
+                seen.setdefault(c.get("stage", "?"), {})[str(c["model"])] = None
+    return {st: sorted(ms) for st, ms in seen.items()}
+
+
 def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
     path = Path(out)
     db = path / STORE_NAME if path.is_dir() else path
@@ -163,9 +175,11 @@ def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
             stats = []
             ids: dict[str, set[str]] = {}
             for m in _order(store.methods(b)):
-                rows = list(store.rows(b, m))
+                rows = list(store.rows(b, m, with_trace=True))
                 ids[m] = {r["item_id"] for r in rows if r["error"] is None}
-                stats.append(method_stats(rows, m, seed=seed))
+                st = method_stats(rows, m, seed=seed)
+                st.models = models_by_stage(rows)
+                stats.append(st)
             rep = BenchReport(benchmark=b, methods=stats, lower_is_better=lower)
             rep.metric = metric or ("accuracy" if all(s.accuracy for s in stats if s.quality is not None) else "mean score")
             for m in ids:
@@ -329,8 +343,15 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _model_lines(rep: BenchReport) -> list[str]:
+    return [
+        f"{s.method} ran: " + "; ".join(f"{st} {', '.join(ms)}" for st, ms in s.models.items())
+        for s in rep.methods if s.models
+    ]
+
+
 def _setup_lines(rep: BenchReport) -> list[str]:
-    out = []
+    out = _model_lines(rep)
     for m, s in rep.setup.items():
         tok = s.get("cost", {}).get("total", {}).get("total_tokens", 0)
         out.append(f"{m}: {len(s.get('roles', []))} roles ({s.get('source')}), generated once for the run: {tok} tokens, not counted per item.")
@@ -355,9 +376,10 @@ def render_markdown(reports: list[BenchReport]) -> str:
             lines += [f"> {rep.note}", ""]
         for title, header, rows in tables(rep):
             lines += [f"### {title}", "", _md_table(header, rows), ""]
-        for s in _setup_lines(rep):
+        setup = _setup_lines(rep)
+        for s in setup:
             lines.append(f"- {s}")
-        if rep.setup:
+        if setup:
             lines.append("")
         for key, p in rep.plots.items():
             lines += [f"![{rep.benchmark} {key}]({p})", ""]
@@ -388,7 +410,7 @@ def render_html(reports: list[BenchReport]) -> str:
             for r in rows:
                 parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>")
             parts.append("</table>")
-        if rep.setup:
+        if _setup_lines(rep):
             parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in _setup_lines(rep)) + "</ul>")
         for key, p in rep.plots.items():
             parts.append(f"<img src='{e(p)}' alt='{e(rep.benchmark)} {e(key)}'>")
@@ -431,6 +453,7 @@ def summary_dict(rep: BenchReport) -> dict[str, Any]:
                 "tokens_per_item": s.tokens, "tokens_by_stage": s.by_stage, "calls_per_item": s.calls,
                 "wall_s_per_item": s.wall_s, "tokens_vs_moa": s.ratio_vs_moa, "pareto": s.pareto,
                 "delta_vs_moa": s.delta_vs_moa, "delta_ci95": list(s.delta_ci) if s.delta_ci else None,
+                "models": s.models,
             }
             for s in rep.methods
         },
