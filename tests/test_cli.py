@@ -135,3 +135,26 @@ def test_deprecated_http_client_is_one_warning_line_and_still_works(tmp_path, fa
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("smoa: warning: backend 'old': http_client = 'builtin' is deprecated")
+
+
+def test_lazy_subcommands_load_on_use_and_keep_their_help():
+    """`smoa --help` imports none of eval, server or models; each lazy command's help line is
+    the command's own (the copy in LazyGroup cannot drift)."""
+    import subprocess
+    import sys
+    from importlib import import_module
+
+    from smoa.cli import LazyGroup
+
+    for name, (mod, attr, short) in LazyGroup.LAZY.items():
+        cmd = getattr(import_module(mod), attr)
+        assert cmd.name == name and cmd.get_short_help_str(200) == short
+    code = ("import sys, smoa.cli\n"
+            "from click.testing import CliRunner\n"
+            "r = CliRunner().invoke(smoa.cli.main, ['--help'])\n"
+            "assert r.exit_code == 0 and 'serve' in r.output and 'models' in r.output, r.output\n"
+            "heavy = [m for m in ('smoa.eval', 'smoa.server', 'smoa.models', 'smoa.config', 'smoa.engine', 'pydantic') if m in sys.modules]\n"
+            "print(heavy)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]", p.stdout

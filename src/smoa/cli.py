@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 
 import click
 
-from .config import METHODS
+from .policy import METHODS
 from .types import SmoaError
 
 OTEL_HELP = ("Export the trace as OpenTelemetry spans over OTLP/HTTP (also: SMOA_OTEL=1 or "
@@ -77,7 +76,48 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Subcommands that live in heavier modules (eval, server, models) are imported only when
+    they run or their own help is asked for: `smoa --help` and `smoa ask` do not pay for them.
+    Their one-line help is kept here, so the command list needs no import (a test checks it
+    equals the command's own)."""
+
+    LAZY: dict[str, tuple[str, str, str]] = {
+        "eval": ("smoa.eval.cli_eval", "eval_cmd", "Evaluate methods on a benchmark; every finished item goes to OUT/results.sqlite at once."),
+        "report": ("smoa.eval.cli_eval", "report_cmd", "Write OUT/report.md and OUT/report.html (tables and PNG plots) from an eval directory."),
+        "serve": ("smoa.server.commands", "serve", "Serve the pipelines as an OpenAI-compatible API (/v1) with a trace viewer (/traces)."),
+        "trace": ("smoa.server.commands", "trace", "Look at saved traces: list them, or draw one as an HTML page."),
+        "models": ("smoa.models.cli", "models", "Local models by name: list them, install one from PyPI, show where it is, remove it."),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        got = super().get_command(ctx, cmd_name)
+        if got is None and cmd_name in self.LAZY:
+            from importlib import import_module
+
+            mod, attr, _ = self.LAZY[cmd_name]
+            got = getattr(import_module(mod), attr)
+            self.add_command(got, cmd_name)
+        return got
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.LAZY and name not in self.commands:
+                rows.append((name, self.LAZY[name][2]))
+            else:
+                cmd = self.get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="smoa")
 def main() -> None:
     """Sparse Mixture-of-Agents: many LLMs answer, a judge keeps the best k,
@@ -110,6 +150,8 @@ def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool,
     except SmoaError as e:
         _fail(str(e))
     try:
+        import asyncio
+
         result = asyncio.run(run(prompt, kw.get("method"), config=kw.get("config"), pipeline=kw.get("pipeline"), **overrides))
     except SmoaError as e:
         otel_mod.flush()
@@ -204,6 +246,8 @@ def roles(task: str | None, dataset: str | None, n: int | None, config: Path | N
         pipe = resolve(config, pipeline=pipeline, method="smoa", n=n, task=task, dataset=dataset)
         eng = Engine(pipe, role_cache=not refresh)
         tr = Trace(method="roles")
+        import asyncio
+
         got = asyncio.run(eng.assign_roles(tr, POLICIES["smoa"]))
     except SmoaError as e:
         _fail(str(e))
@@ -213,34 +257,6 @@ def roles(task: str | None, dataset: str | None, n: int | None, config: Path | N
     for i, r in enumerate(got, 1):
         click.echo(f"{i}. {r}")
     click.echo(f"(source: {tr.config.get('roles_source')}{', fallback roles added: ' + str(tr.config['roles_fallback']) if tr.config.get('roles_fallback') else ''})", err=True)
-
-
-def _register_eval() -> None:
-    from .eval.cli_eval import eval_cmd, report_cmd
-
-    main.add_command(eval_cmd)
-    main.add_command(report_cmd)
-
-
-_register_eval()
-
-
-def _register_server() -> None:
-    from .server.commands import register
-
-    register(main)
-
-
-_register_server()
-
-
-def _register_models() -> None:
-    from .models.cli import register
-
-    register(main)
-
-
-_register_models()
 
 
 if __name__ == "__main__":
