@@ -25,6 +25,8 @@ class Settings:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] | None = None
+    presence_penalty: float | None = None  # -2..2, as OpenAI's: both backends apply them
+    frequency_penalty: float | None = None
 
     def overlay(self, other: Settings | None) -> Settings:
         if other is None:

@@ -158,7 +158,7 @@ def test_multi_turn_history_reaches_every_agent(make_server):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"n": 2}, "n > 1"),
+        ({"n": 2}, "n must be 1"),
         ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "last message"),
         ({"messages": []}, "messages is empty"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "image_url"),

@@ -134,6 +134,10 @@ class OpenAIBackend(Backend):
             kw["seed"] = s.seed
         if s.stop:
             kw["stop"] = list(s.stop)
+        if s.presence_penalty is not None:
+            kw["presence_penalty"] = s.presence_penalty
+        if s.frequency_penalty is not None:
+            kw["frequency_penalty"] = s.frequency_penalty
         if request.json_schema is not None and self.structured == "json_schema":
             kw["response_format"] = {
                 "type": "json_schema",

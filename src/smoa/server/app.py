@@ -17,7 +17,8 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -32,14 +33,16 @@ from ..config import ConfigFile, Pipeline, pipeline_names, resolve
 from ..trace import Trace
 from ..tracestore import MemoryStore, Store, TraceStore, default_path
 from ..types import ConfigError
-from .chat import build_pipeline_for, complete, parse_request, start_stream
-from .errors import ApiError
+from .chat import build_pipeline_for, complete, start_stream
+from .errors import ApiError, bad_request
+from .request import parse_request, to_messages
 from .settings import ServerOptions
 
 log = logging.getLogger("smoa.server")
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{6,64}$")
 KEY_COOKIE = "smoa_key"
+MAX_OFFSET = 2**53  # SQLite takes 64-bit offsets; far larger ones are typing mistakes
 
 
 class Pipelines:
@@ -61,15 +64,49 @@ class Pipelines:
                 self.instances.setdefault(a.backend_name, a.backend)
             self.available.append(name)
             spec = cfg.pipelines.get(name) if cfg is not None else None
+            stages = stages_of(p)
             self.info[name] = {
                 "method": p.method, "n": p.n, "k": p.k, "max_rounds": p.max_rounds,
-                "description": (spec.description if spec is not None else "") or f"built-in {p.method} on the embedded model",
+                "description": (spec.description if spec is not None else "") or describe_pipeline(p, stages),
+                "stages": stages,
                 "proposers": [f"{a.backend_name}:{a.model}" for a in p.proposers],
                 "aggregator": f"{p.aggregator.backend_name}:{p.aggregator.model}",
             }
 
     def build(self, name: str, **overrides: Any) -> Pipeline:
         return resolve(self.cfg, pipeline=name, instances=self.instances, **overrides)
+
+
+def _runs_on(a: Any) -> str:
+    """'<backend name> (<kind>: <where>) model <model>': what one agent really calls."""
+    from ..redaction import redact
+
+    return redact(f"{a.backend_name} ({a.backend.describe()}) model {a.model}")
+
+
+def stages_of(p: Pipeline) -> dict[str, Any]:
+    """The stages this method uses, each with the backend and model it runs on."""
+    from ..engine import POLICIES
+
+    policy = POLICIES[p.method]
+    out: dict[str, Any] = {"proposers": sorted({_runs_on(a) for a in p.proposers})}
+    if policy.roles and p.roles is None and any(a.role is None for a in p.proposers):
+        out["role_generator"] = _runs_on(p.role_generator)
+    if policy.forward == "judge":
+        out["judge"] = _runs_on(p.judge)
+    if policy.stop == "moderator":
+        out["moderator"] = _runs_on(p.moderator)
+    if policy.finish in ("aggregate", "vote"):
+        out["aggregator"] = _runs_on(p.aggregator)
+    return out
+
+
+def describe_pipeline(p: Pipeline, stages: dict[str, Any]) -> str:
+    shape = {"single": "one call", "smoa": f"{p.n} proposers, judge keeps {p.k}, up to {p.max_rounds} rounds"}.get(
+        p.method, f"{p.n} proposers, {p.max_rounds} round(s)"
+    )
+    parts = [f"{stage}: {', '.join(v) if isinstance(v, list) else v}" for stage, v in stages.items()]
+    return f"{p.method} ({shape}); " + "; ".join(parts)
 
 
 class ServerState:
@@ -157,6 +194,12 @@ def create_app(
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error_response(exc)
 
+    @app.exception_handler(RequestValidationError)
+    async def _query_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        name = str(err["loc"][-1]) if err.get("loc") else "request"
+        return _error_response(bad_request(f"{name}: {err.get('msg', 'invalid value')}", name))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else ("method_not_allowed" if exc.status_code == 405 else None)
@@ -185,8 +228,6 @@ def create_app(
         body = await _read_body(request, options.max_request_bytes)
         req = parse_request(body)
         pipe = build_pipeline_for(state, req)
-        from .chat import to_messages
-
         messages = to_messages(req.messages)
         if not state.try_acquire():
             raise ApiError(
@@ -227,14 +268,14 @@ def create_app(
         return RedirectResponse("/traces")
 
     @app.get("/traces.json")
-    async def traces_json(request: Request, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    async def traces_json(request: Request, limit: int = Query(50, ge=1, le=MAX_OFFSET), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict[str, Any]:
         need_auth(request)
         limit = max(1, min(limit, 500))
         rows = await asyncio.to_thread(state.store.recent, limit, offset)
         return {"object": "list", "data": rows, "store": state.store.describe()}
 
     @app.get("/traces")
-    async def traces_page(request: Request, limit: int = 50, offset: int = 0) -> Response:
+    async def traces_page(request: Request, limit: int = Query(50, ge=1, le=MAX_OFFSET), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Response:
         denied = page_auth(request)
         if denied is not None:
             return denied

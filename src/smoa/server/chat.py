@@ -10,11 +10,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from ..engine import Engine, Result
-from ..types import ConfigError, Message, SmoaError, normalize_messages
+from ..types import ConfigError, Message, SmoaError
 from .errors import ApiError, bad_request, from_exception
+from .request import ChatRequest, apply_request_settings, overrides_of
+from .stops import StopCutter, cut
 
 if TYPE_CHECKING:
     from .app import ServerState
@@ -23,98 +23,6 @@ log = logging.getLogger("smoa.server")
 
 TRACE_HEADER = "X-Smoa-Trace-Id"
 TRACE_URL_HEADER = "X-Smoa-Trace-Url"
-
-
-class SmoaOptions(BaseModel):
-    """The `smoa` extension object a client may send (extra_body={"smoa": {...}})."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    n: int | None = Field(None, ge=1, le=64)
-    k: int | None = Field(None, ge=1)
-    max_rounds: int | None = Field(None, ge=1, le=16)
-    events: bool = False  # stream proposer/judge/moderator progress as extra chunks
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # clients send many optional fields; unknown ones are ignored
-
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    temperature: float | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-    n: int | None = None
-    tools: list[Any] | None = None
-    functions: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
-    smoa: SmoaOptions | None = None
-
-
-def parse_request(body: bytes) -> ChatRequest:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise bad_request("the request body must be a JSON object")
-    try:
-        req = ChatRequest(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise bad_request(f"{loc}: {err['msg']}", param=loc) from None
-    if req.n not in (None, 1):
-        raise bad_request("n > 1 is not supported: a mixture writes one answer; send several requests", "n")
-    if req.tools or req.functions:
-        raise bad_request("tools and function calling are not supported by smoa pipelines", "tools")
-    rf = (req.response_format or {}).get("type")
-    if rf not in (None, "text"):
-        raise bad_request(f"response_format {rf!r} is not supported: smoa answers in text", "response_format")
-    return req
-
-
-def to_messages(raw: list[dict[str, Any]]) -> tuple[Message, ...]:
-    """OpenAI messages to smoa's: text parts joined, 'developer' read as 'system'."""
-    if not raw:
-        raise bad_request("messages is empty: send at least one user message", "messages")
-    out: list[dict[str, Any]] = []
-    for i, m in enumerate(raw):
-        role = m.get("role")
-        if role == "developer":
-            role = "system"
-        if role in ("tool", "function"):
-            raise bad_request(f"messages[{i}]: role {role!r} is not supported (no tool calling)", "messages")
-        content = m.get("content")
-        if isinstance(content, list):
-            texts = []
-            for part in content:
-                if not isinstance(part, dict) or part.get("type") != "text":
-                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                    raise bad_request(f"messages[{i}]: content part of type {kind!r} is not supported: send text", "messages")
-                texts.append(str(part.get("text", "")))
-            content = "\n".join(texts)
-        elif content is None and role == "assistant":
-            content = ""
-        out.append({"role": role, "content": content})
-    try:
-        return normalize_messages(out)
-    except SmoaError as e:
-        raise bad_request(str(e), "messages") from None
-
-
-def overrides_of(req: ChatRequest) -> dict[str, Any]:
-    o: dict[str, Any] = {
-        "temperature": req.temperature,
-        "max_tokens": req.max_completion_tokens or req.max_tokens,
-        "seed": req.seed,
-    }
-    if req.smoa is not None:
-        o.update(n=req.smoa.n, k=req.smoa.k, max_rounds=req.smoa.max_rounds)
-    return o
 
 
 def usage_of(result_or_trace: Any) -> dict[str, int]:
@@ -226,6 +134,8 @@ async def complete(state: ServerState, req: ChatRequest, pipe: Any, messages: tu
         _log_failure(e, err)
         err.headers.update(headers)
         raise err from None
+    answer, was_cut = cut(result.answer, req.stops)
+    finish = "stop" if was_cut else result.finish_reason
     body = {
         "id": f"chatcmpl-{run.trace_id}",
         "object": "chat.completion",
@@ -233,7 +143,7 @@ async def complete(state: ServerState, req: ChatRequest, pipe: Any, messages: tu
         "model": req.model,
         "system_fingerprint": None,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": result.answer}, "logprobs": None, "finish_reason": result.finish_reason}
+            {"index": 0, "message": {"role": "assistant", "content": answer}, "logprobs": None, "finish_reason": finish}
         ],
         "usage": usage_of(result),
         "smoa": _meta(result, base_path),
@@ -273,10 +183,12 @@ async def start_stream(
             err.headers.update(headers)
             raise err
     include_usage = bool((req.stream_options or {}).get("include_usage"))
-    return _stream_body(run, first, req.model, include_usage, base_path), headers
+    return _stream_body(run, first, req.model, include_usage, base_path, StopCutter(req.stops)), headers
 
 
-async def _stream_body(run: QueryRun, first: tuple[str, Any] | None, model: str, include_usage: bool, base_path: str) -> AsyncIterator[str]:
+async def _stream_body(
+    run: QueryRun, first: tuple[str, Any] | None, model: str, include_usage: bool, base_path: str, stops: StopCutter,
+) -> AsyncIterator[str]:
     cid = f"chatcmpl-{run.trace_id}"
     created = int(time.time())
 
@@ -302,7 +214,9 @@ async def _stream_body(run: QueryRun, first: tuple[str, Any] | None, model: str,
             kind, val = item
             item = None
             if kind == "delta":
-                yield _sse(chunk({"content": val}))
+                out = stops.feed(val)
+                if out:
+                    yield _sse(chunk({"content": out}))
             elif kind == "event":
                 yield _sse(chunk({}, smoa_event=val))
             elif kind == "done":
@@ -317,7 +231,11 @@ async def _stream_body(run: QueryRun, first: tuple[str, Any] | None, model: str,
             yield "data: [DONE]\n\n"
             return
         result = run.task.result()
-        yield _sse(chunk({}, result.finish_reason, smoa=_meta(result, base_path)))
+        rest = stops.flush()
+        if rest:
+            yield _sse(chunk({"content": rest}))
+        finish = "stop" if stops.stopped else result.finish_reason
+        yield _sse(chunk({}, finish, smoa=_meta(result, base_path)))
         if include_usage:
             yield _sse({
                 "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -343,6 +261,6 @@ def check_model(state: ServerState, name: str) -> None:
 def build_pipeline_for(state: ServerState, req: ChatRequest) -> Any:
     check_model(state, req.model)
     try:
-        return state.pipelines.build(req.model, **overrides_of(req))
+        return apply_request_settings(state.pipelines.build(req.model, **overrides_of(req)), req)
     except ConfigError as e:
         raise bad_request(str(e)) from None

@@ -1,0 +1,184 @@
+"""Every request field is honoured or refused with a 400 that names it (issue 12, item 1)."""
+
+import json
+import random
+
+import httpx
+import openai
+import pytest
+
+from smoa.server.stops import StopCutter, cut
+from smoa.testing import ScriptedBackend, mixture_responder, stage_of
+from smoa.types import StreamEvent
+
+pytestmark = pytest.mark.server
+
+WEB = httpx.Client(timeout=30)
+HI = [{"role": "user", "content": "hi"}]
+
+
+def client(srv):
+    return openai.OpenAI(base_url=srv.base_url, api_key="none", max_retries=0, timeout=30)
+
+
+class ChunkyBackend(ScriptedBackend):
+    """Streams its answer three characters at a time, so a stop sequence spans chunks."""
+
+    async def stream(self, request):
+        comp = await self.complete(request)
+        for i in range(0, len(comp.text), 3):
+            yield StreamEvent(delta=comp.text[i:i + 3])
+        yield StreamEvent(completion=comp)
+
+
+COUNT = "1, 2, 3, 4, 5, 6, 7"
+
+
+def post(srv, body):
+    return WEB.post(f"{srv.base_url}/chat/completions", content=json.dumps(body), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    "extra, param, needle",
+    [
+        ({"n": 0}, "n", "n must be 1"),
+        ({"stream": "yes"}, "stream", "stream"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}, "messages[0].content[0].text", "is null"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "is a int"),
+        ({"logprobs": True}, "logprobs", "logprobs is not supported"),
+        ({"top_logprobs": 2}, "top_logprobs", "not supported"),
+        ({"logit_bias": {"42": 5}}, "logit_bias", "not supported"),
+        ({"top_p": 1.5}, "top_p", "top_p"),
+        ({"presence_penalty": 3}, "presence_penalty", "presence_penalty"),
+        ({"frequency_penalty": "high"}, "frequency_penalty", "frequency_penalty"),
+        ({"stop": ""}, "stop", "empty stop"),
+        ({"stop": ["a"] * 17}, "stop", "at most 16"),
+        ({"bogus_field": 1}, "bogus_field", "unknown field 'bogus_field'"),
+        ({"reasoning_effort": "high"}, "reasoning_effort", "not supported"),
+        ({"modalities": ["text", "audio"]}, "modalities", "text only"),
+        ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed with stream"),
+    ],
+)
+def test_bad_fields_are_400_naming_the_field(make_server, extra, param, needle):
+    srv = make_server()
+    r = post(srv, {"model": "single", "messages": HI, **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and needle in err["message"], err
+    assert "Traceback" not in r.text
+    assert not srv.backend.calls  # refused before any model ran
+
+
+def test_deeply_nested_json_is_400(make_server):
+    srv = make_server()
+    for depth in (100, 100_000):  # past our limit; past Python's recursion limit
+        body = '{"model": "single", "messages": ' + "[" * depth + "]" * depth + "}"
+        r = WEB.post(f"{srv.base_url}/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text[:300]
+        assert "nests deeper than 64 levels" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("offset", ["9999999999999999999999999", "-1", "x"])
+def test_trace_list_offset_out_of_range_is_400(make_server, offset):
+    srv = make_server()
+    for path in ("/traces.json", "/traces"):
+        r = WEB.get(f"{srv.root}{path}", params={"offset": offset})
+        assert r.status_code == 400, r.text[:300]
+        assert r.json()["error"]["param"] == "offset"
+
+
+def test_no_effect_fields_are_accepted(make_server):
+    srv = make_server()
+    resp = client(srv).chat.completions.create(
+        model="single", messages=HI, user="u1", metadata={"a": "b"}, store=False, parallel_tool_calls=True,
+    )
+    assert resp.choices[0].message.content
+
+
+def test_sampling_fields_reach_the_answer_writers(make_server):
+    srv = make_server()
+    client(srv).chat.completions.create(
+        model="smoa", messages=HI, top_p=0.5, presence_penalty=0.25, frequency_penalty=-0.5, stop=["###"],
+        extra_body={"smoa": {"n": 3, "k": 2, "max_rounds": 1}},
+    )
+    by_stage = {}
+    for c in srv.backend.calls:
+        by_stage.setdefault(stage_of(c), []).append(c.settings)
+    assert len(by_stage["propose"]) == 3 and len(by_stage["aggregate"]) == 1
+    for s in by_stage["propose"] + by_stage["aggregate"]:
+        assert (s.top_p, s.presence_penalty, s.frequency_penalty) == (0.5, 0.25, -0.5)
+    assert by_stage["aggregate"][0].stop == ("###",)
+    assert all(s.stop is None for s in by_stage["propose"])  # a cut proposal would starve the mixture
+    for s in by_stage["judge"] + by_stage.get("role", []):
+        assert s.top_p is None and s.stop is None and s.presence_penalty is None
+
+
+def test_stop_goes_to_the_single_model(make_server):
+    srv = make_server()
+    client(srv).chat.completions.create(model="single", messages=HI, stop="\n\n")
+    assert [c.settings.stop for c in srv.backend.calls] == [("\n\n",)]
+
+
+@pytest.mark.parametrize("method", ["single", "moa"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_cuts_the_final_answer(make_server, method, stream):
+    # the scripted writer ignores its stop setting, as some upstreams do: the server still cuts
+    srv = make_server(backend=ChunkyBackend(responder=mixture_responder(propose=COUNT, aggregate=COUNT)))
+    args = {"model": method, "messages": HI, "stop": [", 5", "never"], "extra_body": {"smoa": {"n": 2, "max_rounds": 1}} if method == "moa" else {}}
+    if not stream:
+        resp = client(srv).chat.completions.create(**args)
+        assert resp.choices[0].message.content == "1, 2, 3, 4"
+        assert resp.choices[0].finish_reason == "stop"
+        return
+    chunks = list(client(srv).chat.completions.create(stream=True, **args))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 2 and "".join(pieces) == "1, 2, 3, 4"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_stop_not_found_leaves_the_answer_whole(make_server):
+    srv = make_server(backend=ChunkyBackend(responder=mixture_responder(propose=COUNT)))
+    chunks = list(client(srv).chat.completions.create(model="single", messages=HI, stop=["7,", "8"], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == COUNT
+
+
+def test_models_say_what_really_runs(make_server):
+    srv = make_server(config_text="""
+[backends.hosted]
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[pipelines.remote]
+method = "moa"
+n = 2
+agent = { backend = "hosted", model = "gpt-x" }
+""")
+    models = {m.id: m for m in client(srv).models.list().data}
+    remote = models["remote"].smoa
+    assert "embedded" not in remote["description"]
+    assert "openai:http://127.0.0.1:9/v1" in remote["description"] and "gpt-x" in remote["description"]
+    assert set(remote["stages"]) == {"proposers", "aggregator"}
+    assert "judge" in models["smoa"].smoa["stages"] and "moderator" in models["smoa"].smoa["stages"]
+    assert set(models["single"].smoa["stages"]) == {"proposers"}
+
+
+# -- the cut itself, as pure functions ---------------------------------------------------
+
+
+def test_cut_takes_the_earliest_stop():
+    assert cut("abcXdefY", ("Y", "X")) == ("abc", True)
+    assert cut("abc", ("Z",)) == ("abc", False)
+
+
+def test_stop_cutter_agrees_with_cut_for_any_split():
+    rng = random.Random(0)
+    alphabet = "ab, \n"
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        stops = tuple("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 3)))
+        bounds = sorted(rng.sample(range(len(text) + 1), k=min(len(text) + 1, rng.randint(0, 6))))
+        pieces = [text[i:j] for i, j in zip([0, *bounds], [*bounds, len(text)], strict=True)]
+        sc = StopCutter(stops)
+        got = "".join(sc.feed(p) for p in pieces) + sc.flush()
+        want, found = cut(text, stops)
+        assert got == want and sc.stopped == found, (text, stops, pieces)
