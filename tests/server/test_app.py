@@ -220,9 +220,9 @@ def test_api_key_is_required_when_set(make_server):
     assert WEB.get(f"{srv.root}/health").status_code == 200
 
 
-def test_in_flight_limit_is_429(make_server):
+def test_in_flight_limit_is_429_without_a_queue(make_server):
     be = ScriptedBackend(responder=mixture_responder(), latency_s=0.6)
-    srv = make_server(backend=be, max_in_flight=1)
+    srv = make_server(backend=be, max_in_flight=1, max_queue=0)
     done = {}
 
     def slow():

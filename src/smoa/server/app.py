@@ -33,6 +33,7 @@ from ..config import ConfigFile, Pipeline, pipeline_names, resolve
 from ..trace import Trace
 from ..tracestore import MemoryStore, Store, TraceStore, default_path
 from ..types import ConfigError
+from .admission import Admission, wait_disconnect
 from .chat import build_pipeline_for, complete, start_stream
 from .errors import ApiError, bad_request
 from .request import parse_request, to_messages
@@ -114,17 +115,15 @@ class ServerState:
         self.pipelines = pipelines
         self.options = options
         self.store = store
-        self.in_flight = 0
+        self.admission = Admission(options.max_in_flight, options.max_queue, options.queue_timeout_s)
         self.started = int(time.time())
 
-    def try_acquire(self) -> bool:
-        if self.in_flight >= self.options.max_in_flight:
-            return False
-        self.in_flight += 1
-        return True
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
 
-    def release(self) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
+    def release(self, duration_s: float | None = None) -> None:
+        self.admission.release(duration_s)
 
     async def save_trace(self, trace: Trace) -> None:
         try:
@@ -174,6 +173,17 @@ def create_app(
 
     app = FastAPI(title="smoa", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.smoa = state
+    if options.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        from .chat import TRACE_HEADER, TRACE_URL_HEADER
+
+        # preflights are answered by the middleware; the API key travels as a header, so no
+        # cookies ("credentials") are allowed cross-origin
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(options.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["*"], expose_headers=[TRACE_HEADER, TRACE_URL_HEADER, "Retry-After"], max_age=600,
+        )
 
     def authorized(request: Request) -> bool:
         key = options.api_key
@@ -208,7 +218,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "in_flight": state.in_flight, "models": len(pipelines.available)}
+        return {"status": "ok", "in_flight": state.in_flight, "queued": state.admission.queued, "models": len(pipelines.available)}
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
@@ -229,17 +239,23 @@ def create_app(
         req = parse_request(body)
         pipe = build_pipeline_for(state, req)
         messages = to_messages(req.messages)
-        if not state.try_acquire():
-            raise ApiError(
-                429, f"too many queries in flight (limit {options.max_in_flight}): retry shortly",
-                "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": "1"},
-            )
-        # from here the slot belongs to the query's task, which frees it when it ends
-        base = str(request.base_url).rstrip("/")
-        if not req.stream:
-            _, payload, headers = await complete(state, req, pipe, messages, base)
-            return JSONResponse(payload, headers=headers)
-        body_iter, headers = await start_stream(state, req, pipe, messages, base)
+        gone = asyncio.ensure_future(wait_disconnect(request.receive))  # a client that leaves frees its place
+        try:
+            if not await _unless_gone(state.admission.acquire(), gone):
+                return Response(status_code=499)  # nobody is listening any more
+            # from here the slot belongs to the query's task, which frees it when it ends
+            base = str(request.base_url).rstrip("/")
+            if not req.stream:
+                got = await complete(state, req, pipe, messages, base, gone)
+                if got is None:
+                    return Response(status_code=499)
+                return JSONResponse(got[1], headers=got[2])
+            started = await start_stream(state, req, pipe, messages, base, gone)
+            if started is None:
+                return Response(status_code=499)
+            body_iter, headers = started
+        finally:
+            gone.cancel()  # the streaming response watches the connection itself from here
         return StreamingResponse(
             body_iter, media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -310,6 +326,21 @@ def create_app(
         return HTMLResponse(render_trace_page(trace, json_url=f"/traces/{quote(trace['id'])}.json", back_url="/traces"))
 
     return app
+
+
+async def _unless_gone(aw: Any, gone: asyncio.Future[None]) -> bool:
+    """Await `aw` unless the client leaves first (then cancel it and return False)."""
+    task = asyncio.ensure_future(aw)
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises what it raised (a 429)
+        return True
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, ApiError):
+        pass
+    return False
 
 
 def _warm(b: Backend) -> None:

@@ -64,11 +64,12 @@ class QueryRun:
         self._getter: asyncio.Task[tuple[str, Any]] | None = None
 
     def start(self) -> None:
+        self.t0 = time.monotonic()
         self.task = asyncio.create_task(self._main())
         self.task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Result]) -> None:
-        self.state.release()  # the in-flight slot taken for this query
+        self.state.release(time.monotonic() - self.t0)  # the in-flight slot taken for this query
         if not task.cancelled():
             task.exception()  # mark it retrieved: the reply reports it
         self.queue.put_nowait(("done", None))
@@ -119,13 +120,21 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-async def complete(state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+async def complete(
+    state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str,
+    gone: asyncio.Future[None] | None = None,
+) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """The whole reply; None when the client left first (its mixture is cancelled)."""
     run = QueryRun(state, pipe, messages, deltas=False, events=False)
     headers = {TRACE_HEADER: run.trace_id, TRACE_URL_HEADER: f"{base_path}/traces/{run.trace_id}"}
     run.start()
     assert run.task is not None
     try:
-        result = await asyncio.shield(run.task)
+        await asyncio.wait({run.task} if gone is None else {run.task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.task.done():
+            run.cancel()
+            return None
+        result = run.task.result()
     except asyncio.CancelledError:
         run.cancel()
         raise
@@ -159,11 +168,12 @@ def _log_failure(e: BaseException, err: ApiError) -> None:
 
 
 async def start_stream(
-    state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str
-) -> tuple[AsyncIterator[str], dict[str, str]]:
+    state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str,
+    gone: asyncio.Future[None] | None = None,
+) -> tuple[AsyncIterator[str], dict[str, str]] | None:
     """Run the query and wait for its first output; an error before it raises ApiError.
 
-    Returns the SSE body iterator and the response headers.
+    Returns the SSE body iterator and the response headers; None when the client left first.
     """
     events = bool(req.smoa and req.smoa.events)
     run = QueryRun(state, pipe, messages, deltas=True, events=events)
@@ -171,7 +181,13 @@ async def start_stream(
     run.start()
     assert run.task is not None
     try:
-        first = await run.next_item(state.options.stream_hold_s)
+        waiting = asyncio.ensure_future(run.next_item(state.options.stream_hold_s))
+        await asyncio.wait({waiting} if gone is None else {waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            run.cancel()
+            return None
+        first = waiting.result()
     except asyncio.CancelledError:
         run.cancel()
         raise
