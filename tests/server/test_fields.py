@@ -182,3 +182,22 @@ def test_stop_cutter_agrees_with_cut_for_any_split():
         got = "".join(sc.feed(p) for p in pieces) + sc.flush()
         want, found = cut(text, stops)
         assert got == want and sc.stopped == found, (text, stops, pieces)
+
+
+def test_usage_counts_cached_tokens_apart(make_server, tmp_path):
+    from smoa.cache import CachedBackend, ResponseCache
+
+    be = ScriptedBackend(responder=mixture_responder())
+    srv = make_server(backend=CachedBackend(be, ResponseCache(tmp_path / "responses.sqlite3")))
+    args = {"model": "moa", "messages": HI, "temperature": 0, "seed": 5, "extra_body": {"smoa": {"n": 2, "max_rounds": 1}}}
+    first = client(srv).chat.completions.create(**args)
+    assert first.usage.total_tokens > 0
+    assert first.usage.smoa_cached == {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    again = client(srv).chat.completions.create(**args)  # every call of this query is a cache hit
+    assert len(be.calls) == 3 and again.choices[0].message.content == first.choices[0].message.content
+    assert (again.usage.prompt_tokens, again.usage.completion_tokens, again.usage.total_tokens) == (0, 0, 0)
+    cached = again.usage.smoa_cached
+    assert cached["calls"] == 3
+    assert (cached["prompt_tokens"], cached["completion_tokens"]) == (first.usage.prompt_tokens, first.usage.completion_tokens)
+    chunks = list(client(srv).chat.completions.create(stream=True, stream_options={"include_usage": True}, **args))
+    assert chunks[-1].usage.smoa_cached["calls"] == 3 and chunks[-1].usage.total_tokens == 0

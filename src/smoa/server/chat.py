@@ -25,13 +25,23 @@ TRACE_HEADER = "X-Smoa-Trace-Id"
 TRACE_URL_HEADER = "X-Smoa-Trace-Url"
 
 
-def usage_of(result_or_trace: Any) -> dict[str, int]:
+def usage_of(result_or_trace: Any) -> dict[str, Any]:
+    """Tokens spent on this query (the trace's cost), and apart from them, in `smoa_cached`,
+    the tokens of calls served from the response cache: spent by an earlier query, not this one.
+
+    Not `prompt_tokens_details.cached_tokens`: OpenAI counts those inside prompt_tokens (a
+    cheaper part of what was processed), while a cache hit here processed nothing at all.
+    """
     trace = result_or_trace.trace if isinstance(result_or_trace, Result) else result_or_trace
     t = trace.cost()["total"]
+    hits = [c for c in trace.calls if c.cached and not c.error]
+    cp = sum(int(c.prompt_tokens) for c in hits)
+    cc = sum(int(c.completion_tokens) for c in hits)
     return {
         "prompt_tokens": int(t["prompt_tokens"]),
         "completion_tokens": int(t["completion_tokens"]),
         "total_tokens": int(t["total_tokens"]),
+        "smoa_cached": {"calls": len(hits), "prompt_tokens": cp, "completion_tokens": cc, "total_tokens": cp + cc},
     }
 
 
