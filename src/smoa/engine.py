@@ -124,6 +124,8 @@ class Engine:
     limiter: Limiter | None = None
     # Run every call of this query one at a time (what the SMoA reference code does).
     sequential: bool = False
+    # the final answer's JSON schema (response_format): its writer asks its backend for it
+    answer_schema: dict[str, Any] | None = None
     _one: Limiter | None = field(default=None, repr=False)
     # secrets a model wrote are masked in the answer, streamed or not (SMOA_RAW_OUTPUT=1: off)
     _out: StreamRedactor = field(default_factory=StreamRedactor, repr=False)
@@ -311,7 +313,8 @@ class Engine:
         async def one(i: int) -> Proposal:
             agent = p.proposers[i]
             msgs = self.proposer_messages(conv, policy, layer, i, roles[i], forward, last)
-            rec = await self.call(trace, agent, msgs, "propose", layer, role=roles[i], stream=stream_single)
+            schema = self.answer_schema if stream_single else None  # single: this call writes the answer
+            rec = await self.call(trace, agent, msgs, "propose", layer, role=roles[i], json_schema=schema, stream=stream_single)
             return Proposal(index=i, agent=agent, role=roles[i], call=rec, text=rec.response)
 
         results = await asyncio.gather(*(one(i) for i in range(p.n)), return_exceptions=True)
@@ -401,7 +404,7 @@ class Engine:
         system = render("aggregate", responses=[x.text for x in final])
         rec = await self.call(
             trace, p.aggregator, [{"role": "system", "content": system}, *conv], "aggregate", layer,
-            stream=self.on_delta is not None,
+            json_schema=self.answer_schema, stream=self.on_delta is not None,
         )
         trace.finish = {"kind": "aggregate", "call_id": rec.id, "inputs": [x.index for x in final]}
         return rec.response

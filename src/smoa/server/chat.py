@@ -10,10 +10,12 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from ..answerformat import AnswerFormat
 from ..engine import Engine, Result
-from ..types import ConfigError, Message, SmoaError
+from ..redaction import redact_output
+from ..types import BackendError, ConfigError, Message, SmoaError
 from .errors import ApiError, bad_request, from_exception
-from .request import ChatRequest, apply_request_settings, overrides_of
+from .request import ChatRequest, apply_request_settings, overrides_of, writes_answer
 from .stops import StopCutter, cut
 
 if TYPE_CHECKING:
@@ -62,10 +64,14 @@ def _meta(result: Result, base_path: str) -> dict[str, Any]:
 class QueryRun:
     """One engine run in its own task; deltas and (opt-in) events flow through a queue."""
 
-    def __init__(self, state: ServerState, pipe: Any, messages: tuple[Message, ...], *, deltas: bool, events: bool) -> None:
+    def __init__(
+        self, state: ServerState, pipe: Any, messages: tuple[Message, ...], *, deltas: bool, events: bool,
+        fmt: AnswerFormat | None = None,
+    ) -> None:
         self.state = state
         self.pipe = pipe
-        self.messages = messages
+        self.fmt = fmt
+        self.messages = fmt.tell_proposers(messages) if fmt is not None else messages
         self.trace_id = uuid.uuid4().hex
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.deltas = deltas
@@ -95,9 +101,12 @@ class QueryRun:
             self.pipe,
             on_delta=self._delta if self.deltas else None,
             on_event=self._event if self.events else None,
+            answer_schema=self.fmt.schema if self.fmt is not None else None,
         )  # per-endpoint limits live on the shared backend objects, so they hold across queries
         try:
             result = await eng.run(self.messages)
+            if self.fmt is not None:
+                await self._structured(eng, result)
         except SmoaError as e:
             tr = getattr(e, "trace", None)
             if tr is not None:
@@ -107,6 +116,31 @@ class QueryRun:
         result.trace.id = self.trace_id
         await self.state.save_trace(result.trace)
         return result
+
+    async def _structured(self, eng: Engine, result: Result) -> None:
+        """The answer as JSON that matches the schema: repaired once by its writer, else an error."""
+        assert self.fmt is not None
+        value, why = self.fmt.check(result.answer)
+        trace = result.trace
+        if why is not None:
+            writer = self.pipe.proposers[0] if writes_answer(self.pipe.method) == "proposers" else self.pipe.aggregator
+            layer = max((c.layer for c in trace.calls), default=0) + 1
+            bad = result.answer
+            try:
+                rec = await eng.call(trace, writer, self.fmt.repair_messages(bad, why), "repair", layer, json_schema=self.fmt.schema)
+                value, why2 = self.fmt.check(redact_output(rec.response))
+            except BackendError as e:
+                why2 = f"could not be repaired (the repair call failed: {e})"
+            trace.finish["repair"] = {"call_id": trace.calls[-1].id, "why": why, "ok": why2 is None}
+            if why2 is not None:
+                trace.error = f"the answer is not valid JSON for the response_format after one repair: {why2}"
+                trace.id = self.trace_id
+                await self.state.save_trace(trace)
+                raise ApiError(
+                    502, f"the mixture's answer {why}, and after one repair it still {why2}: no valid JSON to send; "
+                    "retry, or simplify the schema", "upstream_error", "invalid_structured_output", "response_format",
+                )
+        result.answer = trace.answer = json.dumps(value, ensure_ascii=False)
 
     async def next_item(self, wait_s: float | None) -> tuple[str, Any] | None:
         """The next queued item, or None after `wait_s` seconds (nothing is lost when none came)."""
@@ -135,7 +169,7 @@ async def complete(
     gone: asyncio.Future[None] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
     """The whole reply; None when the client left first (its mixture is cancelled)."""
-    run = QueryRun(state, pipe, messages, deltas=False, events=False)
+    run = QueryRun(state, pipe, messages, deltas=False, events=False, fmt=req.answer_format)
     headers = {TRACE_HEADER: run.trace_id, TRACE_URL_HEADER: f"{base_path}/traces/{run.trace_id}"}
     run.start()
     assert run.task is not None
@@ -186,7 +220,8 @@ async def start_stream(
     Returns the SSE body iterator and the response headers; None when the client left first.
     """
     events = bool(req.smoa and req.smoa.events)
-    run = QueryRun(state, pipe, messages, deltas=True, events=events)
+    fmt = req.answer_format  # JSON is checked whole before any of it is sent: no deltas
+    run = QueryRun(state, pipe, messages, deltas=fmt is None, events=events, fmt=fmt)
     headers = {TRACE_HEADER: run.trace_id, TRACE_URL_HEADER: f"{base_path}/traces/{run.trace_id}"}
     run.start()
     assert run.task is not None
@@ -257,7 +292,7 @@ async def _stream_body(
             yield "data: [DONE]\n\n"
             return
         result = run.task.result()
-        rest = stops.flush()
+        rest = stops.flush() if not run.fmt else result.answer
         if rest:
             yield _sse(chunk({"content": rest}))
         finish = "stop" if stops.stopped else result.finish_reason

@@ -11,8 +11,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from ..answerformat import AnswerFormat, FormatError
 from ..types import Message, Settings, SmoaError, normalize_messages
 from .errors import bad_request
 
@@ -67,6 +68,11 @@ class ChatRequest(BaseModel):
     service_tier: str | None = None
     parallel_tool_calls: bool | None = None
     smoa: SmoaOptions | None = None
+    _format: AnswerFormat | None = PrivateAttr(None)
+
+    @property
+    def answer_format(self) -> AnswerFormat | None:
+        return self._format
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -135,9 +141,12 @@ def check_fields(req: ChatRequest) -> None:
         raise bad_request("functions/function_call are the deprecated form of tools and not supported", "functions")
     if req.tools or req.tool_choice is not None:
         raise bad_request("tools and function calling are not supported by smoa pipelines", "tools")
-    rf = (req.response_format or {}).get("type")
-    if rf not in (None, "text"):
-        raise bad_request(f"response_format {rf!r} is not supported: smoa answers in text", "response_format")
+    try:
+        req._format = AnswerFormat.from_response_format(req.response_format)
+    except FormatError as e:
+        raise bad_request(str(e), e.param) from None
+    if req._format is not None and req.stop is not None:
+        raise bad_request("stop with a JSON response_format would cut the JSON: remove stop", "stop")
     stops = req.stops
     if len(stops) > MAX_STOPS:
         raise bad_request(f"stop has {len(stops)} sequences: at most {MAX_STOPS}", "stop")
