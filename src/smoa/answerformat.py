@@ -37,6 +37,7 @@ class AnswerFormat:
     schema: dict[str, Any]
     name: str = "answer"
     strict: bool = False
+    guide: str | None = None  # what agents are told instead of the plain "reply with JSON" (tools)
 
     @classmethod
     def from_response_format(cls, rf: dict[str, Any] | None) -> AnswerFormat | None:
@@ -77,6 +78,8 @@ class AnswerFormat:
         return cls("json_schema", schema, name, bool(spec.get("strict")))
 
     def instruction(self) -> str:
+        if self.guide is not None:
+            return self.guide
         if self.kind == "json_object":
             return "Reply with one JSON object and nothing else: no prose, no code fences."
         return ("Reply with one JSON value and nothing else (no prose, no code fences) that follows this JSON schema:\n"

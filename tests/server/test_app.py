@@ -165,7 +165,7 @@ def test_multi_turn_history_reaches_every_agent(make_server):
         ({"extra_body": {"smoa": {"n": 3, "k": 3}}}, "must be smaller than n"),
         ({"extra_body": {"smoa": {"bogus": 1}}}, "smoa.bogus"),
         ({"temperature": 7}, "temperature"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tools": [{"type": "retrieval"}]}, "tools[0]: only"),
     ],
 )
 def test_bad_requests_are_400_in_openai_shape(make_server, kwargs, needle):

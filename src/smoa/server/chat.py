@@ -17,6 +17,7 @@ from ..types import BackendError, ConfigError, Message, SmoaError
 from .errors import ApiError, bad_request, from_exception
 from .request import ChatRequest, apply_request_settings, overrides_of, writes_answer
 from .stops import StopCutter, cut
+from .tools import openai_message
 
 if TYPE_CHECKING:
     from .app import ServerState
@@ -71,6 +72,7 @@ class QueryRun:
         self.state = state
         self.pipe = pipe
         self.fmt = fmt
+        self.value: Any = None  # the checked JSON value of a structured answer
         self.messages = fmt.tell_proposers(messages) if fmt is not None else messages
         self.trace_id = uuid.uuid4().hex
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -140,6 +142,7 @@ class QueryRun:
                     502, f"the mixture's answer {why}, and after one repair it still {why2}: no valid JSON to send; "
                     "retry, or simplify the schema", "upstream_error", "invalid_structured_output", "response_format",
                 )
+        self.value = value
         result.answer = trace.answer = json.dumps(value, ensure_ascii=False)
 
     async def next_item(self, wait_s: float | None) -> tuple[str, Any] | None:
@@ -189,6 +192,9 @@ async def complete(
         raise err from None
     answer, was_cut = cut(result.answer, req.stops)
     finish = "stop" if was_cut else result.finish_reason
+    message: dict[str, Any] = {"role": "assistant", "content": answer}
+    if req.tool_plan is not None:
+        message, finish = openai_message(run.value)
     body = {
         "id": f"chatcmpl-{run.trace_id}",
         "object": "chat.completion",
@@ -196,7 +202,7 @@ async def complete(
         "model": req.model,
         "system_fingerprint": None,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": answer}, "logprobs": None, "finish_reason": finish}
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         ],
         "usage": usage_of(result),
         "smoa": _meta(result, base_path),
@@ -244,11 +250,13 @@ async def start_stream(
             err.headers.update(headers)
             raise err
     include_usage = bool((req.stream_options or {}).get("include_usage"))
-    return _stream_body(run, first, req.model, include_usage, base_path, StopCutter(req.stops)), headers
+    body = _stream_body(run, first, req.model, include_usage, base_path, StopCutter(req.stops), req.tool_plan is not None)
+    return body, headers
 
 
 async def _stream_body(
     run: QueryRun, first: tuple[str, Any] | None, model: str, include_usage: bool, base_path: str, stops: StopCutter,
+    tools: bool = False,
 ) -> AsyncIterator[str]:
     cid = f"chatcmpl-{run.trace_id}"
     created = int(time.time())
@@ -293,9 +301,15 @@ async def _stream_body(
             return
         result = run.task.result()
         rest = stops.flush() if not run.fmt else result.answer
+        finish = "stop" if stops.stopped else result.finish_reason
+        if tools:
+            message, finish = openai_message(run.value)
+            rest = message["content"] or ""
+            if message.get("tool_calls"):
+                calls = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+                yield _sse(chunk({"tool_calls": calls}))
         if rest:
             yield _sse(chunk({"content": rest}))
-        finish = "stop" if stops.stopped else result.finish_reason
         yield _sse(chunk({}, finish, smoa=_meta(result, base_path)))
         if include_usage:
             yield _sse({

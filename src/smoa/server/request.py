@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from ..answerformat import AnswerFormat, FormatError
 from ..types import Message, Settings, SmoaError, normalize_messages
 from .errors import bad_request
+from .tools import ToolPlan, history_text, parse_tools
 
 MAX_JSON_DEPTH = 64  # deeper bodies are refused before any parser recurses into them
 MAX_STOPS = 16
 
 # Accepted and recorded nowhere: they describe the caller, not the answer (README: Serving).
-NO_EFFECT = ("user", "metadata", "store", "service_tier", "parallel_tool_calls")
+NO_EFFECT = ("user", "metadata", "store", "service_tier")
 
 
 class SmoaOptions(BaseModel):
@@ -69,10 +70,16 @@ class ChatRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     smoa: SmoaOptions | None = None
     _format: AnswerFormat | None = PrivateAttr(None)
+    _tools: ToolPlan | None = PrivateAttr(None)
 
     @property
     def answer_format(self) -> AnswerFormat | None:
-        return self._format
+        """The final answer's JSON shape: the tool decision when tools may be called, else response_format's."""
+        return self._tools.answer_format() if self._tools is not None else self._format
+
+    @property
+    def tool_plan(self) -> ToolPlan | None:
+        return self._tools
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -139,14 +146,18 @@ def check_fields(req: ChatRequest) -> None:
         raise bad_request(f"modalities {req.modalities}: smoa answers in text only", "modalities")
     if req.functions or req.function_call is not None:
         raise bad_request("functions/function_call are the deprecated form of tools and not supported", "functions")
-    if req.tools or req.tool_choice is not None:
-        raise bad_request("tools and function calling are not supported by smoa pipelines", "tools")
+    req._tools = parse_tools(req.tools, req.tool_choice, req.parallel_tool_calls)
     try:
         req._format = AnswerFormat.from_response_format(req.response_format)
     except FormatError as e:
         raise bad_request(str(e), e.param) from None
     if req._format is not None and req.stop is not None:
         raise bad_request("stop with a JSON response_format would cut the JSON: remove stop", "stop")
+    if req._tools is not None and req._format is not None:
+        raise bad_request("tools together with a JSON response_format is not supported: send one of them",
+                          "response_format")
+    if req._tools is not None and req.stop is not None:
+        raise bad_request("stop with tools would cut the tool call: remove stop", "stop")
     stops = req.stops
     if len(stops) > MAX_STOPS:
         raise bad_request(f"stop has {len(stops)} sequences: at most {MAX_STOPS}", "stop")
@@ -165,12 +176,17 @@ def to_messages(raw: list[dict[str, Any]]) -> tuple[Message, ...]:
     if not raw:
         raise bad_request("messages is empty: send at least one user message", "messages")
     out: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}
     for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise bad_request(f"messages[{i}] is not an object with role and content", f"messages[{i}]")
+        as_text = history_text(m, i, call_names)  # tool calls and tool results, as text
+        if as_text is not None:
+            out.append(as_text)
+            continue
         role = m.get("role")
         if role == "developer":
             role = "system"
-        if role in ("tool", "function"):
-            raise bad_request(f"messages[{i}]: role {role!r} is not supported (no tool calling)", f"messages[{i}].role")
         content = m.get("content")
         if isinstance(content, list):
             texts = []
