@@ -91,6 +91,7 @@ def test_tool_choice_is_honoured(make_server):
     assert named.choices[0].message.tool_calls[0].function.name == "get_time"
     schema = srv.backend.calls[-1].json_schema["properties"]["tool_calls"]
     assert schema["minItems"] == 1 and schema["items"]["properties"]["name"] == {"const": "get_time"}
+    assert srv.backend.calls[-1].json_schema["required"] == ["tool_calls"]  # a call is due: no prose
     c.chat.completions.create(model="single", messages=ASK, tools=[WEATHER], tool_choice="required")
     assert srv.backend.calls[-1].json_schema["properties"]["tool_calls"]["minItems"] == 1
     c.chat.completions.create(model="single", messages=ASK, tools=[WEATHER], parallel_tool_calls=False)

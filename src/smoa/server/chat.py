@@ -134,6 +134,8 @@ class QueryRun:
             except BackendError as e:
                 why2 = f"could not be repaired (the repair call failed: {e})"
             trace.finish["repair"] = {"call_id": trace.calls[-1].id, "why": why, "ok": why2 is None}
+            if why2 is not None and trace.calls[-1].finish_reason == "length":
+                why2 += " (the reply was cut at max_tokens: raise max_tokens)"
             if why2 is not None:
                 trace.error = f"the answer is not valid JSON for the response_format after one repair: {why2}"
                 trace.id = self.trace_id

@@ -58,6 +58,8 @@ class ToolPlan:
             calls["minItems"] = 1
         if not self.parallel:
             calls["maxItems"] = 1
+        if self.choice != "auto":  # a call is due: no room for prose that a small model would ramble on in
+            return {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"]}
         return {"type": "object", "properties": {"tool_calls": calls, "content": {"type": "string"}},
                 "required": ["tool_calls", "content"]}
 
@@ -71,11 +73,14 @@ class ToolPlan:
             "required": "You must call at least one tool now.",
         }.get(self.choice, f"You must call the tool {self.choice} now.")
         lines.append(rule)
-        lines.append(
-            'Reply with one JSON object and nothing else: {"tool_calls": [{"name": ..., "arguments": {...}}], '
-            '"content": "..."}. To call tools, list them in tool_calls (content may be empty). To answer '
-            "directly, leave tool_calls empty and write the answer in content."
-        )
+        if self.choice != "auto":
+            lines.append('Reply with one JSON object and nothing else: {"tool_calls": [{"name": ..., "arguments": {...}}]}.')
+        else:
+            lines.append(
+                'Reply with one JSON object and nothing else: {"tool_calls": [{"name": ..., "arguments": {...}}], '
+                '"content": "..."}. To call tools, list them in tool_calls (content may be empty). To answer '
+                "directly, leave tool_calls empty and write the answer in content."
+            )
         return "\n".join(lines)
 
     def answer_format(self) -> AnswerFormat:
