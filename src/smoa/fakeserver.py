@@ -8,7 +8,13 @@ named in ``--faults``, lies: token counts of 10**30, -5 or "lots", ``content: nu
 
     python -m smoa.fakeserver --port 8123 --latency 0.1 --fault-rate 0.2
 
-GET /stats returns what it served: requests, faults by kind, peak in-flight requests.
+GET /stats returns what it served: requests, faults by kind, peak in-flight requests, and
+the last value of each sampling field it was sent (`seen`).
+
+A request whose response_format carries a JSON schema that the stage's usual answer does
+not fit (a final answer, a tool decision) gets a small instance of the schema instead:
+arrays hold one item (their minItems when the last message is a tool result, so a tool loop
+ends), strings "fake", numbers 1.
 """
 
 from __future__ import annotations
@@ -54,6 +60,42 @@ class Stats:
     in_flight: int = 0
     peak_in_flight: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, Any] = field(default_factory=dict)  # sampling field -> the last value sent
+
+
+SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop", "max_tokens", "seed")
+
+
+def example_of(schema: Any, few: bool = False) -> Any:
+    """A small value that fits `schema` (the subset smoa's answers and tool decisions use)."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_of(schema[key][0], few)
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: example_of(v, few) for k, v in props.items() if k in (schema.get("required") or props)}
+    if kind == "array":
+        n = int(schema.get("minItems", 0)) if few else max(1, int(schema.get("minItems", 0)))
+        return [example_of(schema.get("items", {}), few) for _ in range(n)]
+    return {"string": "fake", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(kind, "fake")
+
+
+def _fits(text: str, schema: dict[str, Any]) -> bool:
+    try:
+        import jsonschema
+
+        jsonschema.validate(json.loads(text), schema)
+        return True
+    except Exception:  # not JSON, not valid, or no jsonschema: answer an instance
+        return False
 
 
 def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
@@ -91,6 +133,7 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
             return JSONResponse({"error": {"message": "response_format json_schema is not supported", "type": "invalid_request_error"}},
                                 status_code=400)
         model = body.get("model", "")
+        stats.seen.update({k: body[k] for k in SAMPLING_FIELDS if k in body})
         stats.requests += 1
         stats.by_model[model] = stats.by_model.get(model, 0) + 1
         stats.in_flight += 1
@@ -122,6 +165,9 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
                 return Response(status_code=302, headers={"location": "http://127.0.0.1:9/v1/chat/completions?sig=abc"})
             req = to_request(body)
             text = responder(req)
+            if req.json_schema is not None and not _fits(text, req.json_schema):
+                last = req.messages[-1]["content"] if req.messages else ""
+                text = json.dumps(example_of(req.json_schema, few=last.startswith("Result of the tool call")))
             u: dict[str, Any] = usage(req, text)
             if fault in _BAD_USAGE:
                 u = {**u, "completion_tokens": _BAD_USAGE[fault]}
