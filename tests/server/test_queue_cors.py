@@ -134,3 +134,16 @@ def test_cors_origin_must_be_an_origin():
     with pytest.raises(ConfigError, match="not an origin"):
         resolve_options(cors_origins=("https://app.example/path",))
     assert resolve_options(cors_origins=("*",)).cors_origins == ("*",)
+
+
+def test_stream_client_that_leaves_before_the_first_token_frees_its_slot(make_server):
+    # the reply waits for the first answer token (stream_hold_s) before it starts: a client
+    # leaving in that time must still free its slot at once
+    be = ScriptedBackend(responder=mixture_responder(), latency_s=0.4)
+    srv = make_server(backend=be, max_in_flight=1)
+    with pytest.raises(httpx.ReadTimeout):
+        post(srv, timeout=0.6, model="moa", stream=True, smoa={"n": 3, "max_rounds": 8})
+    wait_for(lambda: health(srv)["in_flight"] == 0, "the abandoned stream still holds its slot", 1.0)
+    calls = len(be.calls)
+    time.sleep(1.0)
+    assert len(be.calls) == calls
