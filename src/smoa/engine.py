@@ -308,12 +308,14 @@ class Engine:
         forward: list[Proposal], last: dict[int, Proposal],
     ) -> list[Proposal]:
         p = self.pipeline
-        stream_single = policy.finish == "single"
+        writes = policy.finish == "single"  # single: this call writes the answer
+        # streamed only when someone listens: the OpenAI backend asks for no schema in a stream
+        stream_single = writes and self.on_delta is not None
+        schema = self.answer_schema if writes else None
 
         async def one(i: int) -> Proposal:
             agent = p.proposers[i]
             msgs = self.proposer_messages(conv, policy, layer, i, roles[i], forward, last)
-            schema = self.answer_schema if stream_single else None  # single: this call writes the answer
             rec = await self.call(trace, agent, msgs, "propose", layer, role=roles[i], json_schema=schema, stream=stream_single)
             return Proposal(index=i, agent=agent, role=roles[i], call=rec, text=rec.response)
 

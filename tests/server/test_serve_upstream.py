@@ -126,3 +126,18 @@ def test_models_describe_the_upstream(servers):
     srv, up = servers
     mix = next(m for m in client(srv).models.list().data if m.id == "mix")
     assert up.base_url in mix.smoa["description"] and "fake-a" in mix.smoa["description"]
+
+
+def test_single_writer_asks_the_upstream_for_the_schema(servers):
+    srv, _ = servers
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    for stream in (False, True):
+        raw = client(srv).chat.completions.with_raw_response.create(
+            model="one", messages=[{"role": "user", "content": "a number?"}], stream=stream,
+            response_format={"type": "json_schema", "json_schema": {"name": "num", "schema": schema}},
+        )
+        text = raw.parse().choices[0].message.content if not stream else "".join(
+            c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        assert json.loads(text) == {"n": 1}
+        tr = httpx.get(f"{srv.root_url}/traces/{raw.headers['x-smoa-trace-id']}.json").json()
+        assert [c["stage"] for c in tr["calls"]] == ["propose"]  # the first answer fit: no repair
