@@ -20,7 +20,7 @@ import inspect
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import roles as roles_mod
@@ -126,6 +126,9 @@ class Engine:
     sequential: bool = False
     # the final answer's JSON schema (response_format): its writer asks its backend for it
     answer_schema: dict[str, Any] | None = None
+    # tool definitions behind a tool-decision answer_schema: backends with native tool calling use them
+    answer_tools: tuple[dict[str, Any], ...] | None = None
+    answer_tool_choice: Any = None
     _one: Limiter | None = field(default=None, repr=False)
     # secrets a model wrote are masked in the answer, streamed or not (SMOA_RAW_OUTPUT=1: off)
     _out: StreamRedactor = field(default_factory=StreamRedactor, repr=False)
@@ -172,6 +175,8 @@ class Engine:
             json_schema=json_schema,
             seed_given=agent.seed_given,
         )
+        if json_schema is not None and json_schema is self.answer_schema and self.answer_tools:
+            req = replace(req, tools=self.answer_tools, tool_choice=self.answer_tool_choice)
         held: list[Limiter] = []
         try:
             for lim in self._limiters(agent):  # always in one order: endpoint, global, sequential

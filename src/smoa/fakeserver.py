@@ -49,6 +49,7 @@ class FakeConfig:
     api_key: str | None = None
     tokens_per_word: int = 1
     reject_json_schema: bool = False  # answer 400 to response_format json_schema (older servers)
+    reject_tools: bool = False  # answer 400 to tools (servers without native tool calling)
     fault_by_model: bool = False  # a model named after a fault kind gets that fault, every call
 
 
@@ -63,7 +64,8 @@ class Stats:
     seen: dict[str, Any] = field(default_factory=dict)  # sampling field -> the last value sent
 
 
-SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop", "max_tokens", "seed")
+SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop", "max_tokens", "seed",
+                   "tools", "tool_choice")
 
 
 def example_of(schema: Any, few: bool = False) -> Any:
@@ -86,6 +88,25 @@ def example_of(schema: Any, few: bool = False) -> Any:
         n = int(schema.get("minItems", 0)) if few else max(1, int(schema.get("minItems", 0)))
         return [example_of(schema.get("items", {}), few) for _ in range(n)]
     return {"string": "fake", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(kind, "fake")
+
+
+def _tool_reply(body: dict[str, Any], req: Request, model: str, cid: str, usage: Any) -> dict[str, Any]:
+    last = req.messages[-1]["content"] if req.messages else ""
+    choice = body.get("tool_choice")
+    tools = [t["function"] for t in body["tools"] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    if isinstance(choice, dict):
+        tools = [t for t in tools if t.get("name") == choice.get("function", {}).get("name")] or tools
+    if last.startswith("Result of the tool call") and choice in (None, "auto"):
+        msg: dict[str, Any] = {"role": "assistant", "content": "fake"}
+        finish = "stop"
+    else:
+        t = tools[0]
+        args = json.dumps(example_of(t.get("parameters") or {"type": "object"}))
+        msg = {"role": "assistant", "content": None,
+               "tool_calls": [{"id": "call_fake1", "type": "function", "function": {"name": t["name"], "arguments": args}}]}
+        finish = "tool_calls"
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": msg, "finish_reason": finish}], "usage": usage(req, msg["content"] or "x")}
 
 
 def _fits(text: str, schema: dict[str, Any]) -> bool:
@@ -132,6 +153,9 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
         if cfg.reject_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
             return JSONResponse({"error": {"message": "response_format json_schema is not supported", "type": "invalid_request_error"}},
                                 status_code=400)
+        if body.get("tools") and cfg.reject_tools:
+            return JSONResponse({"error": {"message": "tools are not supported by this server", "type": "invalid_request_error"}},
+                                status_code=400)
         model = body.get("model", "")
         stats.seen.update({k: body[k] for k in SAMPLING_FIELDS if k in body})
         stats.requests += 1
@@ -164,6 +188,8 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
             if fault == "redirect":
                 return Response(status_code=302, headers={"location": "http://127.0.0.1:9/v1/chat/completions?sig=abc"})
             req = to_request(body)
+            if body.get("tools"):  # native tool calling: call the chosen (or first) tool until a result came back
+                return JSONResponse(_tool_reply(body, req, model, f"chatcmpl-{stats.requests}", usage))
             text = responder(req)
             if req.json_schema is not None and not _fits(text, req.json_schema):
                 last = req.messages[-1]["content"] if req.messages else ""
@@ -237,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--reject-json-schema", action="store_true", help="answer 400 to response_format json_schema")
+    ap.add_argument("--reject-tools", action="store_true", help="answer 400 to tools (no native tool calling)")
     ap.add_argument("--fault-by-model", action="store_true",
                     help="a request for a model named after a fault kind (e.g. null-content) gets that fault")
     a = ap.parse_args(argv)
@@ -250,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         latency_s=a.latency, fault_rate=a.fault_rate, faults=faults,
         fault_models=tuple(m for m in a.fault_models.split(",") if m), hang_s=a.hang,
         retry_after_s=a.retry_after, seed=a.seed, api_key=a.api_key, reject_json_schema=a.reject_json_schema,
+        reject_tools=a.reject_tools,
         fault_by_model=a.fault_by_model,
     )
     import uvicorn

@@ -112,6 +112,32 @@ def test_tool_loop_through_the_openai_backend(servers):
              {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny"}'}]
     final = c.chat.completions.create(model="mix", messages=msgs, tools=[WEATHER])
     assert final.choices[0].finish_reason == "stop" and final.choices[0].message.content == "fake"
+    # the writer used the upstream's native tool calling
+    seen = httpx.get(f"{servers[1].root_url}/stats").json()["seen"]
+    assert seen["tools"][0]["function"]["name"] == "get_weather" and seen["tool_choice"] == "auto"
+
+
+def test_native_tool_calling_steps_down_to_the_json_schema():
+    """An endpoint that refuses `tools` is asked for the decision's JSON schema, for good."""
+    import asyncio
+
+    from smoa.backends.openai_backend import OpenAIBackend
+    from smoa.server.tools import parse_tools
+    from smoa.types import Request
+
+    plan = parse_tools([WEATHER], "required", None)
+    fmt = plan.answer_format()
+    tools, choice = plan.native()
+    req = Request(messages=({"role": "user", "content": "Weather in Paris?"},), model="m", json_schema=fmt.schema,
+                  tools=tools, tool_choice=choice)
+    for reject, native_after in ((False, True), (True, False)):
+        argv = ["python", "-m", "smoa.fakeserver", "--port", "{port}", *(["--reject-tools"] if reject else [])]
+        with ServerProcess(argv) as up:
+            be = OpenAIBackend(base_url=up.base_url, max_retries=0)
+            comp = asyncio.run(be.complete(req))
+            value, why = fmt.check(comp.text)
+            assert why is None and value["tool_calls"][0] == {"name": "get_weather", "arguments": {"city": "fake"}}
+            assert be.native_tools is native_after
 
 
 def test_cors_preflight(servers):

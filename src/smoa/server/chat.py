@@ -17,7 +17,7 @@ from ..types import BackendError, ConfigError, Message, SmoaError
 from .errors import ApiError, bad_request, from_exception
 from .request import ChatRequest, apply_request_settings, overrides_of, writes_answer
 from .stops import StopCutter, cut
-from .tools import openai_message
+from .tools import ToolPlan, openai_message
 
 if TYPE_CHECKING:
     from .app import ServerState
@@ -67,9 +67,10 @@ class QueryRun:
 
     def __init__(
         self, state: ServerState, pipe: Any, messages: tuple[Message, ...], *, deltas: bool, events: bool,
-        fmt: AnswerFormat | None = None,
+        fmt: AnswerFormat | None = None, tools: ToolPlan | None = None,
     ) -> None:
         self.state = state
+        self.tools = tools
         self.pipe = pipe
         self.fmt = fmt
         self.value: Any = None  # the checked JSON value of a structured answer
@@ -104,7 +105,9 @@ class QueryRun:
             on_delta=self._delta if self.deltas else None,
             on_event=self._event if self.events else None,
             answer_schema=self.fmt.schema if self.fmt is not None else None,
-        )  # per-endpoint limits live on the shared backend objects, so they hold across queries
+        )
+        if self.tools is not None:
+            eng.answer_tools, eng.answer_tool_choice = self.tools.native()  # per-endpoint limits live on the shared backend objects, so they hold across queries
         try:
             result = await eng.run(self.messages)
             if self.fmt is not None:
@@ -174,7 +177,7 @@ async def complete(
     gone: asyncio.Future[None] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
     """The whole reply; None when the client left first (its mixture is cancelled)."""
-    run = QueryRun(state, pipe, messages, deltas=False, events=False, fmt=req.answer_format)
+    run = QueryRun(state, pipe, messages, deltas=False, events=False, fmt=req.answer_format, tools=req.tool_plan)
     headers = {TRACE_HEADER: run.trace_id, TRACE_URL_HEADER: f"{base_path}/traces/{run.trace_id}"}
     run.start()
     assert run.task is not None
@@ -229,7 +232,7 @@ async def start_stream(
     """
     events = bool(req.smoa and req.smoa.events)
     fmt = req.answer_format  # JSON is checked whole before any of it is sent: no deltas
-    run = QueryRun(state, pipe, messages, deltas=fmt is None, events=events, fmt=fmt)
+    run = QueryRun(state, pipe, messages, deltas=fmt is None, events=events, fmt=fmt, tools=req.tool_plan)
     headers = {TRACE_HEADER: run.trace_id, TRACE_URL_HEADER: f"{base_path}/traces/{run.trace_id}"}
     run.start()
     assert run.task is not None

@@ -12,8 +12,10 @@ function is allowed). The decision is checked and repaired like any structured a
 (smoa.answerformat), then sent in OpenAI's shape: `message.tool_calls` and
 `finish_reason: "tool_calls"`, or plain content when no tool is called.
 
-Endpoints' native tool calling is not used: the decision is one structured completion on
-every backend (see README: Serving).
+On OpenAI-compatible endpoints the writer's call uses the endpoint's native tool calling
+(`tools`, `tool_choice`) and the reply's tool_calls are read back as the decision; an
+endpoint that refuses tools is asked with the decision's JSON schema from then on. The
+embedded model gets the schema as a grammar.
 """
 
 from __future__ import annotations
@@ -82,6 +84,13 @@ class ToolPlan:
                 "directly, leave tool_calls empty and write the answer in content."
             )
         return "\n".join(lines)
+
+    def native(self) -> tuple[tuple[dict[str, Any], ...], Any]:
+        """The tools and tool_choice in OpenAI's form, for backends with native tool calling."""
+        tools = tuple({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                      for t in self.allowed)
+        choice = self.choice if self.choice in ("auto", "required") else {"type": "function", "function": {"name": self.choice}}
+        return tools, choice
 
     def answer_format(self) -> AnswerFormat:
         return AnswerFormat("json_schema", self.schema(), "tool_decision", guide=self.guide())
