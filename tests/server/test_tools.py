@@ -160,3 +160,19 @@ def test_langchain_bind_tools_loop_and_structured_output(make_server):
     for method in ("json_schema", "function_calling", "json_mode"):
         got = llm2.with_structured_output(City, method=method).invoke("Largest city of France, population in millions?")
         assert got == City(city="Paris", population_m=2.1), method
+
+
+def test_cache_key_counts_the_tools():
+    from dataclasses import replace
+
+    from smoa.cache import request_key
+    from smoa.server.tools import parse_tools
+    from smoa.types import Request
+
+    plan = parse_tools([WEATHER], "auto", None)
+    tools, choice = plan.native()
+    base = Request(messages=tuple(ASK), model="m", json_schema=plan.schema())
+    other = parse_tools([{**WEATHER, "function": {**WEATHER["function"], "description": "Other."}}], "auto", None).native()[0]
+    keys = {request_key("b", base), request_key("b", replace(base, tools=tools, tool_choice=choice)),
+            request_key("b", replace(base, tools=other, tool_choice=choice))}
+    assert len(keys) == 3
