@@ -98,3 +98,31 @@ def test_smoa_against_real_llama_cpp_server():
     stages = [c.stage for c in r.trace.calls]
     assert r.answer.strip() and stages[-1] == "aggregate" and stages.count("judge") >= 1
     assert all(c.prompt_tokens > 0 for c in r.trace.calls)
+
+
+def test_penalties_and_top_p_reach_both_sampling_paths():
+    """presence/frequency penalties and top_p go into the batched sampler chain (as
+    llama-cpp-python's own chain: penalties first) and into create_chat_completion."""
+    from smoa.backends.local import LocalBackend
+    from smoa.types import Request, Settings
+
+    be = LocalBackend()
+    m = be.model
+    msgs = ({"role": "user", "content": "Say banana five times."},)
+    plain = Request(messages=msgs, model="m", settings=Settings(max_tokens=8, temperature=0.5))
+    pen = Request(messages=msgs, model="m", settings=Settings(max_tokens=8, temperature=0.5, top_p=0.8,
+                                                               presence_penalty=1.5, frequency_penalty=-0.5))
+    job = be.job_for(pen, m)
+    assert (job.presence_penalty, job.frequency_penalty, job.top_p) == (1.5, -0.5, 0.8)
+    lib = m.decoder.lib
+    chains = [m.decoder._sampler(be.job_for(plain, m)), m.decoder._sampler(job)]
+    assert lib.llama_sampler_chain_n(chains[1]) == lib.llama_sampler_chain_n(chains[0]) + 1
+    for c in chains:
+        lib.llama_sampler_free(c)
+    assert be._kwargs(pen)["presence_penalty"] == 1.5 and be._kwargs(pen)["frequency_penalty"] == -0.5
+
+    async def both():
+        return await asyncio.gather(be.complete(plain), be.complete(pen))  # one batch of two
+
+    out = asyncio.run(both())
+    assert all(c.completion_tokens > 0 for c in out)

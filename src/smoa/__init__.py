@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load on first use
     from .api import run, run_sync
-    from .config import METHODS, Agent, Pipeline, PipelineSpec, load_config, register_backend, resolve
+    from .config import (
+        METHODS,
+        Agent,
+        Pipeline,
+        PipelineSpec,
+        load_config,
+        register_backend,
+        resolve,
+    )
     from .engine import Engine, Result
     from .trace import Trace
     from .types import BackendError, Completion, ConfigError, Request, Settings, SmoaError

@@ -57,6 +57,8 @@ def request_key(backend_id: str, request: Request) -> str:
         "settings": request.settings.as_dict(),
         "json_schema": request.json_schema,
     }
+    if request.tools:  # only when set: keys of requests without tools stay as they were
+        payload["tools"] = [request.tools, request.tool_choice]
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=list)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

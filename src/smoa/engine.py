@@ -26,7 +26,7 @@ import inspect
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
 from . import roles as roles_mod
@@ -116,6 +116,11 @@ class Engine:
     limiter: Limiter | None = None
     # Run every call of this query one at a time (what the SMoA reference code does).
     sequential: bool = False
+    # the final answer's JSON schema (response_format): its writer asks its backend for it
+    answer_schema: dict[str, Any] | None = None
+    # tool definitions behind a tool-decision answer_schema: backends with native tool calling use them
+    answer_tools: tuple[dict[str, Any], ...] | None = None
+    answer_tool_choice: Any = None
     _one: Limiter | None = field(default=None, repr=False)
     # secrets a model wrote are masked in the answer, streamed or not (SMOA_RAW_OUTPUT=1: off)
     _out: StreamRedactor = field(default_factory=StreamRedactor, repr=False)
@@ -162,6 +167,8 @@ class Engine:
             json_schema=json_schema,
             seed_given=agent.seed_given,
         )
+        if json_schema is not None and json_schema is self.answer_schema and self.answer_tools:
+            req = replace(req, tools=self.answer_tools, tool_choice=self.answer_tool_choice)
         held: list[Limiter] = []
         try:
             for lim in self._limiters(agent):  # always in one order: endpoint, global, sequential
@@ -311,12 +318,15 @@ class Engine:
         forward: list[Proposal], last: dict[int, Proposal],
     ) -> list[Proposal]:
         p = self.pipeline
-        stream_single = policy.finish is Finish.SINGLE
+        writes = policy.finish is Finish.SINGLE  # single: this call writes the answer
+        # streamed only when someone listens: the OpenAI backend asks for no schema in a stream
+        stream_single = writes and self.on_delta is not None
+        schema = self.answer_schema if writes else None
 
         async def one(i: int) -> Proposal:
             agent = p.proposers[i]
             msgs = self.proposer_messages(conv, policy, layer, i, roles[i], forward, last)
-            rec = await self.call(trace, agent, msgs, "propose", layer, role=roles[i], stream=stream_single)
+            rec = await self.call(trace, agent, msgs, "propose", layer, role=roles[i], json_schema=schema, stream=stream_single)
             return Proposal(index=i, agent=agent, role=roles[i], call=rec, text=rec.response)
 
         results = await asyncio.gather(*(one(i) for i in range(p.n)), return_exceptions=True)
@@ -434,7 +444,7 @@ class Engine:
         system = render("aggregate", responses=[x.text for x in final])
         rec = await self.call(
             trace, p.aggregator, [{"role": "system", "content": system}, *conv], "aggregate", layer,
-            stream=self.on_delta is not None,
+            json_schema=self.answer_schema, stream=self.on_delta is not None,
         )
         trace.finish = {"kind": "aggregate", "call_id": rec.id, "inputs": [x.index for x in final]}
         return rec.response

@@ -8,7 +8,13 @@ named in ``--faults``, lies: token counts of 10**30, -5 or "lots", ``content: nu
 
     python -m smoa.fakeserver --port 8123 --latency 0.1 --fault-rate 0.2
 
-GET /stats returns what it served: requests, faults by kind, peak in-flight requests.
+GET /stats returns what it served: requests, faults by kind, peak in-flight requests, and
+the last value of each sampling field it was sent (`seen`).
+
+A request whose response_format carries a JSON schema that the stage's usual answer does
+not fit (a final answer, a tool decision) gets a small instance of the schema instead:
+arrays hold one item (their minItems when the last message is a tool result, so a tool loop
+ends), strings "fake", numbers 1.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class FakeConfig:
     api_key: str | None = None
     tokens_per_word: int = 1
     reject_json_schema: bool = False  # answer 400 to response_format json_schema (older servers)
+    reject_tools: bool = False  # answer 400 to tools (servers without native tool calling)
     fault_by_model: bool = False  # a model named after a fault kind gets that fault, every call
 
 
@@ -54,6 +61,62 @@ class Stats:
     in_flight: int = 0
     peak_in_flight: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, Any] = field(default_factory=dict)  # sampling field -> the last value sent
+
+
+SAMPLING_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop", "max_tokens", "seed",
+                   "tools", "tool_choice")
+
+
+def example_of(schema: Any, few: bool = False) -> Any:
+    """A small value that fits `schema` (the subset smoa's answers and tool decisions use)."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return example_of(schema[key][0], few)
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: example_of(v, few) for k, v in props.items() if k in (schema.get("required") or props)}
+    if kind == "array":
+        n = int(schema.get("minItems", 0)) if few else max(1, int(schema.get("minItems", 0)))
+        return [example_of(schema.get("items", {}), few) for _ in range(n)]
+    return {"string": "fake", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(kind, "fake")
+
+
+def _tool_reply(body: dict[str, Any], req: Request, model: str, cid: str, usage: Any) -> dict[str, Any]:
+    last = req.messages[-1]["content"] if req.messages else ""
+    choice = body.get("tool_choice")
+    tools = [t["function"] for t in body["tools"] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    if isinstance(choice, dict):
+        tools = [t for t in tools if t.get("name") == choice.get("function", {}).get("name")] or tools
+    if last.startswith("Result of the tool call") and choice in (None, "auto"):
+        msg: dict[str, Any] = {"role": "assistant", "content": "fake"}
+        finish = "stop"
+    else:
+        t = tools[0]
+        args = json.dumps(example_of(t.get("parameters") or {"type": "object"}))
+        msg = {"role": "assistant", "content": None,
+               "tool_calls": [{"id": "call_fake1", "type": "function", "function": {"name": t["name"], "arguments": args}}]}
+        finish = "tool_calls"
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": msg, "finish_reason": finish}], "usage": usage(req, msg["content"] or "x")}
+
+
+def _fits(text: str, schema: dict[str, Any]) -> bool:
+    try:
+        import jsonschema
+
+        jsonschema.validate(json.loads(text), schema)
+        return True
+    except Exception:  # not JSON, not valid, or no jsonschema: answer an instance
+        return False
 
 
 def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
@@ -90,7 +153,11 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
         if cfg.reject_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
             return JSONResponse({"error": {"message": "response_format json_schema is not supported", "type": "invalid_request_error"}},
                                 status_code=400)
+        if body.get("tools") and cfg.reject_tools:
+            return JSONResponse({"error": {"message": "tools are not supported by this server", "type": "invalid_request_error"}},
+                                status_code=400)
         model = body.get("model", "")
+        stats.seen.update({k: body[k] for k in SAMPLING_FIELDS if k in body})
         stats.requests += 1
         stats.by_model[model] = stats.by_model.get(model, 0) + 1
         stats.in_flight += 1
@@ -121,7 +188,12 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
             if fault == "redirect":
                 return Response(status_code=302, headers={"location": "http://127.0.0.1:9/v1/chat/completions?sig=abc"})
             req = to_request(body)
+            if body.get("tools"):  # native tool calling: call the chosen (or first) tool until a result came back
+                return JSONResponse(_tool_reply(body, req, model, f"chatcmpl-{stats.requests}", usage))
             text = responder(req)
+            if req.json_schema is not None and not _fits(text, req.json_schema):
+                last = req.messages[-1]["content"] if req.messages else ""
+                text = json.dumps(example_of(req.json_schema, few=last.startswith("Result of the tool call")))
             u: dict[str, Any] = usage(req, text)
             if fault in _BAD_USAGE:
                 u = {**u, "completion_tokens": _BAD_USAGE[fault]}
@@ -191,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--reject-json-schema", action="store_true", help="answer 400 to response_format json_schema")
+    ap.add_argument("--reject-tools", action="store_true", help="answer 400 to tools (no native tool calling)")
     ap.add_argument("--fault-by-model", action="store_true",
                     help="a request for a model named after a fault kind (e.g. null-content) gets that fault")
     a = ap.parse_args(argv)
@@ -204,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         latency_s=a.latency, fault_rate=a.fault_rate, faults=faults,
         fault_models=tuple(m for m in a.fault_models.split(",") if m), hang_s=a.hang,
         retry_after_s=a.retry_after, seed=a.seed, api_key=a.api_key, reject_json_schema=a.reject_json_schema,
+        reject_tools=a.reject_tools,
         fault_by_model=a.fault_by_model,
     )
     import uvicorn

@@ -25,6 +25,8 @@ class Settings:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] | None = None
+    presence_penalty: float | None = None  # -2..2, as OpenAI's: both backends apply them
+    frequency_penalty: float | None = None
 
     def overlay(self, other: Settings | None) -> Settings:
         if other is None:
@@ -44,6 +46,11 @@ class Request:
     model: str
     settings: Settings = field(default_factory=Settings)
     json_schema: dict[str, Any] | None = None  # ask for structured output when the backend can
+    # OpenAI tool definitions and tool_choice for a tool decision (smoa.server.tools): a backend
+    # with native tool calling may send them instead of json_schema and must answer with the
+    # decision JSON that json_schema describes; other backends ignore them
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: Any = None
     # False when settings.seed is the engine's own random per-proposer seed, not one the
     # user chose: such calls are not reproducible on purpose and are never cached.
     seed_given: bool = True

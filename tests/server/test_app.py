@@ -158,14 +158,14 @@ def test_multi_turn_history_reaches_every_agent(make_server):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"n": 2}, "n > 1"),
+        ({"n": 2}, "n must be 1"),
         ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "last message"),
         ({"messages": []}, "messages is empty"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "image_url"),
         ({"extra_body": {"smoa": {"n": 3, "k": 3}}}, "must be smaller than n"),
         ({"extra_body": {"smoa": {"bogus": 1}}}, "smoa.bogus"),
         ({"temperature": 7}, "temperature"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tools": [{"type": "retrieval"}]}, "tools[0]: only"),
     ],
 )
 def test_bad_requests_are_400_in_openai_shape(make_server, kwargs, needle):
@@ -220,9 +220,9 @@ def test_api_key_is_required_when_set(make_server):
     assert WEB.get(f"{srv.root}/health").status_code == 200
 
 
-def test_in_flight_limit_is_429(make_server):
+def test_in_flight_limit_is_429_without_a_queue(make_server):
     be = ScriptedBackend(responder=mixture_responder(), latency_s=0.6)
-    srv = make_server(backend=be, max_in_flight=1)
+    srv = make_server(backend=be, max_in_flight=1, max_queue=0)
     done = {}
 
     def slow():

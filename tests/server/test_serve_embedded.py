@@ -4,6 +4,7 @@ One server for the module (loading the model once); the queries are small (max_t
 """
 
 import importlib.util
+import json
 import os
 import socket
 import sys
@@ -82,7 +83,7 @@ def server(tmp_path_factory, hanging_port):
     cfg.write_text(CONFIG.format(closed=free_port(), hang=hanging_port))
     env = {**os.environ, "SMOA_API_KEY": KEY, "SMOA_CACHE_DIR": str(d / "cache"), "SMOA_TRACE_STORE": str(d / "traces.sqlite")}
     t0 = time.monotonic()
-    argv = ["python", "-m", "smoa", "serve", "--config", str(cfg), "--port", "{port}", "--max-in-flight", "1",
+    argv = ["python", "-m", "smoa", "serve", "--config", str(cfg), "--port", "{port}", "--max-in-flight", "1", "--max-queue", "0",
             "--max-request-bytes", str(LIMIT_BYTES), "--log-level", "warning"]
     with ServerProcess(argv, ready_path="/health", env=env, timeout_s=60) as srv:
         srv.startup_s = time.monotonic() - t0
@@ -192,7 +193,7 @@ def test_error_statuses(server):
     assert trace_of(server, tid)["error"]
 
 
-def test_in_flight_limit(server):
+def test_in_flight_limit_without_a_queue(server):
     got = {}
 
     def slow():
@@ -209,6 +210,40 @@ def test_in_flight_limit(server):
     assert e.value.status_code == 429 and e.value.body["code"] == "rate_limit_exceeded"
     t.join(600)
     assert got["resp"].choices[0].message.content.strip()
+
+
+def test_stop_on_the_embedded_model(server):
+    ask = [{"role": "user", "content": "Count from 1 to 9, separated by commas."}]
+    whole = client(server).chat.completions.create(model="single", messages=ask, max_tokens=30, stop=["5"])
+    assert "5" not in whole.choices[0].message.content and whole.choices[0].finish_reason in ("stop", "length")
+    parts = [c.choices[0].delta.content or "" for c in client(server).chat.completions.create(
+        model="single", messages=ask, max_tokens=30, stop=[", 5", "5,"], stream=True) if c.choices]
+    text = "".join(parts)
+    assert ", 5" not in text and "5," not in text
+
+
+def test_json_schema_through_a_mixture_on_the_embedded_model(server):
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"], "additionalProperties": False}
+    resp = client(server).chat.completions.create(
+        model="quick", messages=[{"role": "user", "content": "What is 2 + 2?"}], max_tokens=48,
+        response_format={"type": "json_schema", "json_schema": {"name": "sum", "schema": schema, "strict": True}},
+    )
+    value = json.loads(resp.choices[0].message.content)
+    assert set(value) == {"answer"} and isinstance(value["answer"], int)
+
+
+def test_one_tool_call_on_the_embedded_model(server):
+    weather = {"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city now.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    resp = client(server).chat.completions.create(
+        model="single", messages=[{"role": "user", "content": "What is the weather in Paris?"}], max_tokens=60,
+        tools=[weather], tool_choice="required",
+    )
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
 
 
 def test_traces_listed(server):

@@ -41,6 +41,8 @@ class GenJob:
     typical_p: float = 1.0
     seed: int = 0
     stop: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0  # over the last 64 tokens, as llama-cpp-python's Llama
+    frequency_penalty: float = 0.0
     ignore_eos: bool = False  # benchmarks only: generate exactly max_tokens
 
 
@@ -150,6 +152,10 @@ class BatchDecoder:
                 arr[i].token = t
                 arr[i].bias = float("-inf")
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_logit_bias(self.n_vocab, len(self.eog), arr))
+        if job.presence_penalty or job.frequency_penalty:  # Llama._init_sampler's penalties, first in the chain
+            lib.llama_sampler_chain_add(
+                chain, lib.llama_sampler_init_penalties(self.n_vocab, 64, 1.0, job.frequency_penalty, job.presence_penalty)
+            )
         if job.temperature == 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:

@@ -341,6 +341,10 @@ class LocalBackend(Backend):
             kw["seed"] = s.seed
         if s.stop:
             kw["stop"] = list(s.stop)
+        if s.presence_penalty is not None:
+            kw["presence_penalty"] = s.presence_penalty
+        if s.frequency_penalty is not None:
+            kw["frequency_penalty"] = s.frequency_penalty
         if request.json_schema is not None:
             kw["response_format"] = {"type": "json_object", "schema": request.json_schema}
         return kw
@@ -384,6 +388,8 @@ class LocalBackend(Backend):
             typical_p=float(got.get("typical_p", 1.0)),
             seed=int(seed),
             stop=[x for x in stop if x],
+            presence_penalty=float(got.get("presence_penalty") or 0.0),
+            frequency_penalty=float(got.get("frequency_penalty") or 0.0),
         )
 
     def _complete_batch_sync(self, m: _LoadedModel, requests: list[Request]) -> list[Completion | BaseException]:

@@ -113,6 +113,9 @@ class OpenAIBackend(Backend):
         if structured not in ("json_schema", "json_object", "none"):
             raise ConfigError(f"backend {name!r}: structured must be json_schema, json_object or none")
         self.structured = structured
+        # a tool decision is asked for with the endpoint's own tool calling until it refuses
+        # tools once; then, for good, with the decision's JSON schema (smoa.server.tools)
+        self.native_tools = True
         self.max_concurrency = max_concurrency
         self.context_window = context_window
 
@@ -145,6 +148,15 @@ class OpenAIBackend(Backend):
             kw["seed"] = s.seed
         if s.stop:
             kw["stop"] = list(s.stop)
+        if s.presence_penalty is not None:
+            kw["presence_penalty"] = s.presence_penalty
+        if s.frequency_penalty is not None:
+            kw["frequency_penalty"] = s.frequency_penalty
+        if request.tools and self.native_tools:
+            kw["tools"] = list(request.tools)
+            if request.tool_choice is not None:
+                kw["tool_choice"] = request.tool_choice
+            return kw
         if request.json_schema is not None and self.structured == "json_schema":
             kw["response_format"] = {
                 "type": "json_schema",
@@ -162,6 +174,10 @@ class OpenAIBackend(Backend):
                 d = await self._http.request_json("POST", "/chat/completions", kw)
                 break
             except StatusFailure as e:
+                if "tools" in kw and _rejects_structured(e.status, e.message):
+                    self.native_tools = False  # no native tool calling here: the decision's JSON schema
+                    kw = self._kwargs(request)
+                    continue
                 if "response_format" in kw and _rejects_structured(e.status, e.message):
                     # The endpoint does not take this kind of structured output: step down
                     # (json_schema -> json_object -> none) for good, and ask again.
@@ -222,7 +238,9 @@ class OpenAIBackend(Backend):
         )
 
     def _stream_kwargs(self, request: Request) -> dict[str, Any]:
-        kw = self._kwargs(request)
+        from dataclasses import replace
+
+        kw = self._kwargs(replace(request, tools=None, tool_choice=None))  # streams carry text only
         kw.pop("response_format", None)
         kw["stream"] = True
         kw["stream_options"] = {"include_usage": True}
@@ -301,7 +319,10 @@ def _completion(d: Any, request: Request, backend: OpenAIBackend) -> Completion:
     if not isinstance(msg, dict):
         raise BackendError(f"{backend.describe()}: malformed response: no choices with a message", retryable=True)
     where = backend.describe()
-    text = upstream.message_text(msg, where, first.get("finish_reason"))
+    if request.tools and backend.native_tools:
+        text = _tool_decision(msg, where)
+    else:
+        text = upstream.message_text(msg, where, first.get("finish_reason"))
     prompt_tokens, completion_tokens = upstream.usage_counts(d.get("usage"), where)
     return Completion(
         text=text,
@@ -310,6 +331,28 @@ def _completion(d: Any, request: Request, backend: OpenAIBackend) -> Completion:
         model=upstream.model_name(d.get("model"), request.model),
         finish_reason=first.get("finish_reason"),
     )
+
+
+def _tool_decision(msg: dict[str, Any], where: str) -> str:
+    """A native tool-calling reply as the decision JSON smoa.server.tools asks for:
+    {"tool_calls": [{"name", "arguments"}], "content"}. Arguments that are not JSON stay a
+    string, which the decision's schema check then refuses (and the server repairs)."""
+    import json
+
+    calls = []
+    for c in msg.get("tool_calls") or ():
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise BackendError(f"{where}: malformed response: a tool call without function.name", retryable=True)
+        args: Any = fn.get("arguments") or "{}"
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+        except ValueError:
+            pass
+        calls.append({"name": fn["name"], "arguments": args})
+    content = msg.get("content")
+    text = content if isinstance(content, str) else upstream.message_text(msg, where) if isinstance(content, list) else ""
+    return json.dumps({"tool_calls": calls, "content": text or ""}, ensure_ascii=False)
 
 
 def _status_error(e: StatusFailure, backend: OpenAIBackend) -> BackendError:

@@ -17,7 +17,8 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -32,14 +33,17 @@ from ..config import ConfigFile, Pipeline, pipeline_names, resolve
 from ..trace import Trace
 from ..tracestore import MemoryStore, Store, TraceStore, default_path
 from ..types import ConfigError
-from .chat import build_pipeline_for, complete, parse_request, start_stream
-from .errors import ApiError
+from .admission import Admission, wait_disconnect
+from .chat import build_pipeline_for, complete, start_stream
+from .errors import ApiError, bad_request
+from .request import parse_request, to_messages
 from .settings import ServerOptions
 
 log = logging.getLogger("smoa.server")
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{6,64}$")
 KEY_COOKIE = "smoa_key"
+MAX_OFFSET = 2**53  # SQLite takes 64-bit offsets; far larger ones are typing mistakes
 
 
 class Pipelines:
@@ -63,9 +67,11 @@ class Pipelines:
                 continue
             self.available.append(name)
             spec = cfg.pipelines.get(name) if cfg is not None else None
+            stages = stages_of(p)
             self.info[name] = {
                 "method": p.method, "n": p.n, "k": p.k, "max_rounds": p.max_rounds, "policy": p.policy.describe(),
-                "description": (spec.description if spec is not None else "") or f"built-in {p.method} on the embedded model",
+                "description": (spec.description if spec is not None else "") or describe_pipeline(p, stages),
+                "stages": stages,
                 "proposers": [f"{a.backend_name}:{a.model}" for a in p.proposers],
                 "aggregator": f"{p.aggregator.backend_name}:{p.aggregator.model}",
             }
@@ -79,22 +85,52 @@ class Pipelines:
         return resolve(self.cfg, pipeline=name, instances=self.given, pool=self.pool, **overrides)
 
 
+def _runs_on(a: Any) -> str:
+    """'<backend name> (<kind>: <where>) model <model>': what one agent really calls."""
+    from ..redaction import redact
+
+    return redact(f"{a.backend_name} ({a.backend.describe()}) model {a.model}")
+
+
+def stages_of(p: Pipeline) -> dict[str, Any]:
+    """The stages this method uses, each with the backend and model it runs on."""
+    from ..engine import POLICIES
+
+    policy = POLICIES[p.method]
+    out: dict[str, Any] = {"proposers": sorted({_runs_on(a) for a in p.proposers})}
+    if policy.roles and p.roles is None and any(a.role is None for a in p.proposers):
+        out["role_generator"] = _runs_on(p.role_generator)
+    if policy.forward == "judge":
+        out["judge"] = _runs_on(p.judge)
+    if policy.stop == "moderator":
+        out["moderator"] = _runs_on(p.moderator)
+    if policy.finish in ("aggregate", "vote"):
+        out["aggregator"] = _runs_on(p.aggregator)
+    return out
+
+
+def describe_pipeline(p: Pipeline, stages: dict[str, Any]) -> str:
+    shape = {"single": "one call", "smoa": f"{p.n} proposers, judge keeps {p.k}, up to {p.max_rounds} rounds"}.get(
+        p.method, f"{p.n} proposers, {p.max_rounds} round(s)"
+    )
+    parts = [f"{stage}: {', '.join(v) if isinstance(v, list) else v}" for stage, v in stages.items()]
+    return f"{p.method} ({shape}); " + "; ".join(parts)
+
+
 class ServerState:
     def __init__(self, pipelines: Pipelines, options: ServerOptions, store: Store) -> None:
         self.pipelines = pipelines
         self.options = options
         self.store = store
-        self.in_flight = 0
+        self.admission = Admission(options.max_in_flight, options.max_queue, options.queue_timeout_s)
         self.started = int(time.time())
 
-    def try_acquire(self) -> bool:
-        if self.in_flight >= self.options.max_in_flight:
-            return False
-        self.in_flight += 1
-        return True
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
 
-    def release(self) -> None:
-        self.in_flight = max(0, self.in_flight - 1)
+    def release(self, duration_s: float | None = None) -> None:
+        self.admission.release(duration_s)
 
     async def save_trace(self, trace: Trace) -> None:
         try:
@@ -144,6 +180,17 @@ def create_app(
 
     app = FastAPI(title="smoa", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.smoa = state
+    if options.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        from .chat import TRACE_HEADER, TRACE_URL_HEADER
+
+        # preflights are answered by the middleware; the API key travels as a header, so no
+        # cookies ("credentials") are allowed cross-origin
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(options.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["*"], expose_headers=[TRACE_HEADER, TRACE_URL_HEADER, "Retry-After"], max_age=600,
+        )
 
     def authorized(request: Request) -> bool:
         key = options.api_key
@@ -164,6 +211,12 @@ def create_app(
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error_response(exc)
 
+    @app.exception_handler(RequestValidationError)
+    async def _query_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        name = str(err["loc"][-1]) if err.get("loc") else "request"
+        return _error_response(bad_request(f"{name}: {err.get('msg', 'invalid value')}", name))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found" if exc.status_code == 404 else ("method_not_allowed" if exc.status_code == 405 else None)
@@ -172,7 +225,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "in_flight": state.in_flight, "models": len(pipelines.available)}
+        return {"status": "ok", "in_flight": state.in_flight, "queued": state.admission.queued, "models": len(pipelines.available)}
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
@@ -192,20 +245,24 @@ def create_app(
         body = await _read_body(request, options.max_request_bytes)
         req = parse_request(body)
         pipe = build_pipeline_for(state, req)
-        from .chat import to_messages
-
         messages = to_messages(req.messages)
-        if not state.try_acquire():
-            raise ApiError(
-                429, f"too many queries in flight (limit {options.max_in_flight}): retry shortly",
-                "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": "1"},
-            )
-        # from here the slot belongs to the query's task, which frees it when it ends
-        base = str(request.base_url).rstrip("/")
-        if not req.stream:
-            _, payload, headers = await complete(state, req, pipe, messages, base)
-            return JSONResponse(payload, headers=headers)
-        body_iter, headers = await start_stream(state, req, pipe, messages, base)
+        gone = asyncio.ensure_future(wait_disconnect(request.receive))  # a client that leaves frees its place
+        try:
+            if not await _unless_gone(state.admission.acquire(), gone):
+                return Response(status_code=499)  # nobody is listening any more
+            # from here the slot belongs to the query's task, which frees it when it ends
+            base = str(request.base_url).rstrip("/")
+            if not req.stream:
+                got = await complete(state, req, pipe, messages, base, gone)
+                if got is None:
+                    return Response(status_code=499)
+                return JSONResponse(got[1], headers=got[2])
+            started = await start_stream(state, req, pipe, messages, base, gone)
+            if started is None:
+                return Response(status_code=499)
+            body_iter, headers = started
+        finally:
+            gone.cancel()  # the streaming response watches the connection itself from here
         return StreamingResponse(
             body_iter, media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -234,14 +291,14 @@ def create_app(
         return RedirectResponse("/traces")
 
     @app.get("/traces.json")
-    async def traces_json(request: Request, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    async def traces_json(request: Request, limit: int = Query(50, ge=1, le=MAX_OFFSET), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict[str, Any]:
         need_auth(request)
         limit = max(1, min(limit, 500))
         rows = await asyncio.to_thread(state.store.recent, limit, offset)
         return {"object": "list", "data": rows, "store": state.store.describe()}
 
     @app.get("/traces")
-    async def traces_page(request: Request, limit: int = 50, offset: int = 0) -> Response:
+    async def traces_page(request: Request, limit: int = Query(50, ge=1, le=MAX_OFFSET), offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Response:
         denied = page_auth(request)
         if denied is not None:
             return denied
@@ -276,6 +333,21 @@ def create_app(
         return HTMLResponse(render_trace_page(trace, json_url=f"/traces/{quote(trace['id'])}.json", back_url="/traces"))
 
     return app
+
+
+async def _unless_gone(aw: Any, gone: asyncio.Future[None]) -> bool:
+    """Await `aw` unless the client leaves first (then cancel it and return False)."""
+    task = asyncio.ensure_future(aw)
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises what it raised (a 429)
+        return True
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, ApiError):
+        pass
+    return False
 
 
 def _warm(b: Backend) -> None:

@@ -10,12 +10,15 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from .. import otel
+from ..answerformat import AnswerFormat
 from ..engine import Engine, Result
-from ..types import ConfigError, Message, SmoaError, normalize_messages
+from ..redaction import redact_output
+from ..types import BackendError, ConfigError, Message, SmoaError
 from .errors import ApiError, bad_request, from_exception
+from .request import ChatRequest, apply_request_settings, overrides_of, writes_answer
+from .stops import StopCutter, cut
+from .tools import ToolPlan, openai_message
 
 if TYPE_CHECKING:
     from .app import ServerState
@@ -26,105 +29,23 @@ TRACE_HEADER = "X-Smoa-Trace-Id"
 TRACE_URL_HEADER = "X-Smoa-Trace-Url"
 
 
-class SmoaOptions(BaseModel):
-    """The `smoa` extension object a client may send (extra_body={"smoa": {...}})."""
+def usage_of(result_or_trace: Any) -> dict[str, Any]:
+    """Tokens spent on this query (the trace's cost), and apart from them, in `smoa_cached`,
+    the tokens of calls served from the response cache: spent by an earlier query, not this one.
 
-    model_config = ConfigDict(extra="forbid")
-
-    n: int | None = Field(None, ge=1, le=64)
-    k: int | None = Field(None, ge=1)
-    max_rounds: int | None = Field(None, ge=1, le=16)
-    events: bool = False  # stream proposer/judge/moderator progress as extra chunks
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # clients send many optional fields; unknown ones are ignored
-
-    model: str
-    messages: list[dict[str, Any]]
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    temperature: float | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-    n: int | None = None
-    tools: list[Any] | None = None
-    functions: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
-    smoa: SmoaOptions | None = None
-
-
-def parse_request(body: bytes) -> ChatRequest:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise bad_request("the request body must be a JSON object")
-    try:
-        req = ChatRequest(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise bad_request(f"{loc}: {err['msg']}", param=loc) from None
-    if req.n not in (None, 1):
-        raise bad_request("n > 1 is not supported: a mixture writes one answer; send several requests", "n")
-    if req.tools or req.functions:
-        raise bad_request("tools and function calling are not supported by smoa pipelines", "tools")
-    rf = (req.response_format or {}).get("type")
-    if rf not in (None, "text"):
-        raise bad_request(f"response_format {rf!r} is not supported: smoa answers in text", "response_format")
-    return req
-
-
-def to_messages(raw: list[dict[str, Any]]) -> tuple[Message, ...]:
-    """OpenAI messages to smoa's: text parts joined, 'developer' read as 'system'."""
-    if not raw:
-        raise bad_request("messages is empty: send at least one user message", "messages")
-    out: list[dict[str, Any]] = []
-    for i, m in enumerate(raw):
-        role = m.get("role")
-        if role == "developer":
-            role = "system"
-        if role in ("tool", "function"):
-            raise bad_request(f"messages[{i}]: role {role!r} is not supported (no tool calling)", "messages")
-        content = m.get("content")
-        if isinstance(content, list):
-            texts = []
-            for part in content:
-                if not isinstance(part, dict) or part.get("type") != "text":
-                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                    raise bad_request(f"messages[{i}]: content part of type {kind!r} is not supported: send text", "messages")
-                texts.append(str(part.get("text", "")))
-            content = "\n".join(texts)
-        elif content is None and role == "assistant":
-            content = ""
-        out.append({"role": role, "content": content})
-    try:
-        return normalize_messages(out)
-    except SmoaError as e:
-        raise bad_request(str(e), "messages") from None
-
-
-def overrides_of(req: ChatRequest) -> dict[str, Any]:
-    o: dict[str, Any] = {
-        "temperature": req.temperature,
-        "max_tokens": req.max_completion_tokens or req.max_tokens,
-        "seed": req.seed,
-    }
-    if req.smoa is not None:
-        o.update(n=req.smoa.n, k=req.smoa.k, max_rounds=req.smoa.max_rounds)
-    return o
-
-
-def usage_of(result_or_trace: Any) -> dict[str, int]:
+    Not `prompt_tokens_details.cached_tokens`: OpenAI counts those inside prompt_tokens (a
+    cheaper part of what was processed), while a cache hit here processed nothing at all.
+    """
     trace = result_or_trace.trace if isinstance(result_or_trace, Result) else result_or_trace
     t = trace.cost()["total"]
+    hits = [c for c in trace.calls if c.cached and not c.error]
+    cp = sum(int(c.prompt_tokens) for c in hits)
+    cc = sum(int(c.completion_tokens) for c in hits)
     return {
         "prompt_tokens": int(t["prompt_tokens"]),
         "completion_tokens": int(t["completion_tokens"]),
         "total_tokens": int(t["total_tokens"]),
+        "smoa_cached": {"calls": len(hits), "prompt_tokens": cp, "completion_tokens": cc, "total_tokens": cp + cc},
     }
 
 
@@ -145,10 +66,16 @@ def _meta(result: Result, base_path: str) -> dict[str, Any]:
 class QueryRun:
     """One engine run in its own task; deltas and (opt-in) events flow through a queue."""
 
-    def __init__(self, state: ServerState, pipe: Any, messages: tuple[Message, ...], *, deltas: bool, events: bool) -> None:
+    def __init__(
+        self, state: ServerState, pipe: Any, messages: tuple[Message, ...], *, deltas: bool, events: bool,
+        fmt: AnswerFormat | None = None, tools: ToolPlan | None = None,
+    ) -> None:
         self.state = state
+        self.tools = tools
         self.pipe = pipe
-        self.messages = messages
+        self.fmt = fmt
+        self.value: Any = None  # the checked JSON value of a structured answer
+        self.messages = fmt.tell_proposers(messages) if fmt is not None else messages
         self.trace_id = uuid.uuid4().hex
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.deltas = deltas
@@ -157,11 +84,12 @@ class QueryRun:
         self._getter: asyncio.Task[tuple[str, Any]] | None = None
 
     def start(self) -> None:
+        self.t0 = time.monotonic()
         self.task = asyncio.create_task(self._main())
         self.task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Result]) -> None:
-        self.state.release()  # the in-flight slot taken for this query
+        self.state.release(time.monotonic() - self.t0)  # the in-flight slot taken for this query
         if not task.cancelled():
             task.exception()  # mark it retrieved: the reply reports it
         self.queue.put_nowait(("done", None))
@@ -177,9 +105,14 @@ class QueryRun:
             self.pipe,
             on_delta=self._delta if self.deltas else None,
             on_event=self._event if self.events else None,
-        )  # per-endpoint limits live on the shared backend objects, so they hold across queries
+            answer_schema=self.fmt.schema if self.fmt is not None else None,
+        )
+        if self.tools is not None:
+            eng.answer_tools, eng.answer_tool_choice = self.tools.native()  # per-endpoint limits live on the shared backend objects, so they hold across queries
         try:
             result = await eng.run(self.messages)
+            if self.fmt is not None:
+                await self._structured(eng, result)
         except SmoaError as e:
             tr = getattr(e, "trace", None)
             if tr is not None:
@@ -191,6 +124,34 @@ class QueryRun:
         await self.state.save_trace(result.trace)
         otel.record(result.trace)  # a no-op unless OpenTelemetry export is on (smoa.otel)
         return result
+
+    async def _structured(self, eng: Engine, result: Result) -> None:
+        """The answer as JSON that matches the schema: repaired once by its writer, else an error."""
+        assert self.fmt is not None
+        value, why = self.fmt.check(result.answer)
+        trace = result.trace
+        if why is not None:
+            writer = self.pipe.proposers[0] if writes_answer(self.pipe.method) == "proposers" else self.pipe.aggregator
+            layer = max((c.layer for c in trace.calls), default=0) + 1
+            bad = result.answer
+            try:
+                rec = await eng.call(trace, writer, self.fmt.repair_messages(bad, why), "repair", layer, json_schema=self.fmt.schema)
+                value, why2 = self.fmt.check(redact_output(rec.response))
+            except BackendError as e:
+                why2 = f"could not be repaired (the repair call failed: {e})"
+            trace.finish["repair"] = {"call_id": trace.calls[-1].id, "why": why, "ok": why2 is None}
+            if why2 is not None and trace.calls[-1].finish_reason == "length":
+                why2 += " (the reply was cut at max_tokens: raise max_tokens)"
+            if why2 is not None:
+                trace.error = f"the answer is not valid JSON for the response_format after one repair: {why2}"
+                trace.id = self.trace_id
+                await self.state.save_trace(trace)
+                raise ApiError(
+                    502, f"the mixture's answer {why}, and after one repair it still {why2}: no valid JSON to send; "
+                    "retry, or simplify the schema", "upstream_error", "invalid_structured_output", "response_format",
+                )
+        self.value = value
+        result.answer = trace.answer = json.dumps(value, ensure_ascii=False)
 
     async def next_item(self, wait_s: float | None) -> tuple[str, Any] | None:
         """The next queued item, or None after `wait_s` seconds (nothing is lost when none came)."""
@@ -214,13 +175,21 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-async def complete(state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-    run = QueryRun(state, pipe, messages, deltas=False, events=False)
+async def complete(
+    state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str,
+    gone: asyncio.Future[None] | None = None,
+) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """The whole reply; None when the client left first (its mixture is cancelled)."""
+    run = QueryRun(state, pipe, messages, deltas=False, events=False, fmt=req.answer_format, tools=req.tool_plan)
     headers = {TRACE_HEADER: run.trace_id, TRACE_URL_HEADER: f"{base_path}/traces/{run.trace_id}"}
     run.start()
     assert run.task is not None
     try:
-        result = await asyncio.shield(run.task)
+        await asyncio.wait({run.task} if gone is None else {run.task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not run.task.done():
+            run.cancel()
+            return None
+        result = run.task.result()
     except asyncio.CancelledError:
         run.cancel()
         raise
@@ -229,6 +198,11 @@ async def complete(state: ServerState, req: ChatRequest, pipe: Any, messages: tu
         _log_failure(e, err)
         err.headers.update(headers)
         raise err from None
+    answer, was_cut = cut(result.answer, req.stops)
+    finish = "stop" if was_cut else result.finish_reason
+    message: dict[str, Any] = {"role": "assistant", "content": answer}
+    if req.tool_plan is not None:
+        message, finish = openai_message(run.value)
     body = {
         "id": f"chatcmpl-{run.trace_id}",
         "object": "chat.completion",
@@ -236,7 +210,7 @@ async def complete(state: ServerState, req: ChatRequest, pipe: Any, messages: tu
         "model": req.model,
         "system_fingerprint": None,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": result.answer}, "logprobs": None, "finish_reason": result.finish_reason}
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         ],
         "usage": usage_of(result),
         "smoa": _meta(result, base_path),
@@ -252,19 +226,27 @@ def _log_failure(e: BaseException, err: ApiError) -> None:
 
 
 async def start_stream(
-    state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str
-) -> tuple[AsyncIterator[str], dict[str, str]]:
+    state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str,
+    gone: asyncio.Future[None] | None = None,
+) -> tuple[AsyncIterator[str], dict[str, str]] | None:
     """Run the query and wait for its first output; an error before it raises ApiError.
 
-    Returns the SSE body iterator and the response headers.
+    Returns the SSE body iterator and the response headers; None when the client left first.
     """
     events = bool(req.smoa and req.smoa.events)
-    run = QueryRun(state, pipe, messages, deltas=True, events=events)
+    fmt = req.answer_format  # JSON is checked whole before any of it is sent: no deltas
+    run = QueryRun(state, pipe, messages, deltas=fmt is None, events=events, fmt=fmt, tools=req.tool_plan)
     headers = {TRACE_HEADER: run.trace_id, TRACE_URL_HEADER: f"{base_path}/traces/{run.trace_id}"}
     run.start()
     assert run.task is not None
     try:
-        first = await run.next_item(state.options.stream_hold_s)
+        waiting = asyncio.ensure_future(run.next_item(state.options.stream_hold_s))
+        await asyncio.wait({waiting} if gone is None else {waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            run.cancel()
+            return None
+        first = waiting.result()
     except asyncio.CancelledError:
         run.cancel()
         raise
@@ -276,10 +258,14 @@ async def start_stream(
             err.headers.update(headers)
             raise err
     include_usage = bool((req.stream_options or {}).get("include_usage"))
-    return _stream_body(run, first, req.model, include_usage, base_path), headers
+    body = _stream_body(run, first, req.model, include_usage, base_path, StopCutter(req.stops), req.tool_plan is not None)
+    return body, headers
 
 
-async def _stream_body(run: QueryRun, first: tuple[str, Any] | None, model: str, include_usage: bool, base_path: str) -> AsyncIterator[str]:
+async def _stream_body(
+    run: QueryRun, first: tuple[str, Any] | None, model: str, include_usage: bool, base_path: str, stops: StopCutter,
+    tools: bool = False,
+) -> AsyncIterator[str]:
     cid = f"chatcmpl-{run.trace_id}"
     created = int(time.time())
 
@@ -305,7 +291,9 @@ async def _stream_body(run: QueryRun, first: tuple[str, Any] | None, model: str,
             kind, val = item
             item = None
             if kind == "delta":
-                yield _sse(chunk({"content": val}))
+                out = stops.feed(val)
+                if out:
+                    yield _sse(chunk({"content": out}))
             elif kind == "event":
                 yield _sse(chunk({}, smoa_event=val))
             elif kind == "done":
@@ -320,7 +308,17 @@ async def _stream_body(run: QueryRun, first: tuple[str, Any] | None, model: str,
             yield "data: [DONE]\n\n"
             return
         result = run.task.result()
-        yield _sse(chunk({}, result.finish_reason, smoa=_meta(result, base_path)))
+        rest = stops.flush() if not run.fmt else result.answer
+        finish = "stop" if stops.stopped else result.finish_reason
+        if tools:
+            message, finish = openai_message(run.value)
+            rest = message["content"] or ""
+            if message.get("tool_calls"):
+                calls = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+                yield _sse(chunk({"tool_calls": calls}))
+        if rest:
+            yield _sse(chunk({"content": rest}))
+        yield _sse(chunk({}, finish, smoa=_meta(result, base_path)))
         if include_usage:
             yield _sse({
                 "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -346,6 +344,6 @@ def check_model(state: ServerState, name: str) -> None:
 def build_pipeline_for(state: ServerState, req: ChatRequest) -> Any:
     check_model(state, req.model)
     try:
-        return state.pipelines.build(req.model, **overrides_of(req))
+        return apply_request_settings(state.pipelines.build(req.model, **overrides_of(req)), req)
     except ConfigError as e:
         raise bad_request(str(e)) from None

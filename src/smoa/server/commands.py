@@ -22,14 +22,19 @@ def _fail(msg: str, code: int = 2) -> None:
 @click.option("--config", "-c", "config", type=click.Path(dir_okay=False, path_type=Path), help="TOML config: backends, pipelines, and an optional [server] table.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-@click.option("--max-in-flight", type=int, help="Queries running at once; more get 429 (default 4).")
+@click.option("--max-in-flight", type=int, help="Queries running at once; more wait in the queue (default 4).")
+@click.option("--max-queue", type=int, help="Queries waiting for a slot; more get 429 with Retry-After (default 64; 0: no queue).")
+@click.option("--queue-timeout-s", type=float, help="Longest wait in the queue before a 429 (default 60).")
+@click.option("--cors-origin", "cors_origins", multiple=True,
+              help="Let browser apps on this origin call the API (repeatable; * for any). Default: none.")
 @click.option("--max-request-bytes", type=int, help="Largest request body; larger get 413 (default 1000000).")
 @click.option("--no-store", is_flag=True, help="Keep traces in memory only (also: SMOA_NO_TRACE_STORE=1).")
 @click.option("--trace-store", type=click.Path(dir_okay=False), help="SQLite file for traces (default: $SMOA_HOME/traces.sqlite or ~/.local/share/smoa/traces.sqlite).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--otel", is_flag=True, help="Export every query's trace as OpenTelemetry spans over OTLP/HTTP "
               "(also: SMOA_OTEL=1 or OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'smoa[otel]').")
-def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, max_request_bytes: int | None,
+def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, max_queue: int | None,
+          queue_timeout_s: float | None, cors_origins: tuple[str, ...], max_request_bytes: int | None,
           no_store: bool, trace_store: str | None, log_level: str, otel: bool) -> None:
     """Serve the pipelines as an OpenAI-compatible API (/v1) with a trace viewer (/traces).
 
@@ -44,6 +49,7 @@ def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, 
             click.echo("smoa: exporting traces as OpenTelemetry spans (OTLP/HTTP)")
         run_server(
             config, host=host, port=port, log_level=log_level, max_in_flight=max_in_flight,
+            max_queue=max_queue, queue_timeout_s=queue_timeout_s, cors_origins=cors_origins or None,
             max_request_bytes=max_request_bytes, save_traces=False if no_store else None, trace_store=trace_store,
         )
     except SmoaError as e:

@@ -30,6 +30,8 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def from_exception(e: BaseException) -> ApiError:
     """Map an engine failure to the status a client should see."""
+    if isinstance(e, ApiError):
+        return e
     msg = str(e) or type(e).__name__
     if isinstance(e, InputError):
         code = "context_length_exceeded" if "over the context window" in msg else "input_rejected"
