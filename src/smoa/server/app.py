@@ -93,26 +93,29 @@ def _runs_on(a: Any) -> str:
 
 
 def stages_of(p: Pipeline) -> dict[str, Any]:
-    """The stages this method uses, each with the backend and model it runs on."""
-    from ..engine import POLICIES
+    """The stages this pipeline's policy uses, each with the backend and model it runs on."""
+    from ..policy import Finish, Forward, Stop
 
-    policy = POLICIES[p.method]
+    policy = p.policy
     out: dict[str, Any] = {"proposers": sorted({_runs_on(a) for a in p.proposers})}
-    if policy.roles and p.roles is None and any(a.role is None for a in p.proposers):
+    if policy.uses_roles and p.roles is None and any(a.role is None for a in p.proposers):
         out["role_generator"] = _runs_on(p.role_generator)
-    if policy.forward == "judge":
+    if policy.forward is Forward.JUDGE:
         out["judge"] = _runs_on(p.judge)
-    if policy.stop == "moderator":
+    if Stop.MODERATOR in policy.stop or (Stop.VERDICT in policy.stop and policy.forward is not Forward.JUDGE):
         out["moderator"] = _runs_on(p.moderator)
-    if policy.finish in ("aggregate", "vote"):
+    if policy.finish in (Finish.AGGREGATE, Finish.VOTE):
         out["aggregator"] = _runs_on(p.aggregator)
     return out
 
 
 def describe_pipeline(p: Pipeline, stages: dict[str, Any]) -> str:
-    shape = {"single": "one call", "smoa": f"{p.n} proposers, judge keeps {p.k}, up to {p.max_rounds} rounds"}.get(
-        p.method, f"{p.n} proposers, {p.max_rounds} round(s)"
-    )
+    if p.policy.one_shot:
+        shape = "one call"
+    elif p.policy.sparse:
+        shape = f"{p.n} proposers, judge keeps {p.k}, up to {p.max_rounds} rounds"
+    else:
+        shape = f"{p.n} proposers, {p.max_rounds} round(s)"
     parts = [f"{stage}: {', '.join(v) if isinstance(v, list) else v}" for stage, v in stages.items()]
     return f"{p.method} ({shape}); " + "; ".join(parts)
 

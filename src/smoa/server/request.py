@@ -226,9 +226,12 @@ def overrides_of(req: ChatRequest) -> dict[str, Any]:
 
 
 def writes_answer(method: str) -> str:
-    """Which agent writes the final answer: the proposer for single, else the aggregator
-    (mad's vote copies a proposer's answer: the server cuts that one at the stop itself)."""
-    return "proposers" if method == "single" else "aggregator"
+    """Which agent writes the final answer: the proposer where the policy finishes with the
+    single answer, else the aggregator (mad's vote copies a proposer's answer: the server
+    cuts that one at the stop itself)."""
+    from ..policy import Finish, get_policy
+
+    return "proposers" if get_policy(method).finish is Finish.SINGLE else "aggregator"
 
 
 def apply_request_settings(pipe: Any, req: ChatRequest) -> Any:
