@@ -122,6 +122,7 @@ class Engine:
     answer_tools: tuple[dict[str, Any], ...] | None = None
     answer_tool_choice: Any = None
     _one: Limiter | None = field(default=None, repr=False)
+    trace: Trace | None = field(default=None, repr=False)  # set when run() starts
     # secrets a model wrote are masked in the answer, streamed or not (SMOA_RAW_OUTPUT=1: off)
     _out: StreamRedactor = field(default_factory=StreamRedactor, repr=False)
 
@@ -455,6 +456,7 @@ class Engine:
         policy = p.policy
         conv = normalize_messages(query)
         trace = Trace(method=p.method, pipeline=p.name, query=[dict(m) for m in conv], config=p.summary())
+        self.trace = trace  # the query's trace so far, also for a caller that cancels the query
         try:
             if p.deadline_s is None:
                 answer = await self._run(trace, conv, policy)

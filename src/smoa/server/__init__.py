@@ -38,7 +38,12 @@ def build(config_path: str | Path | None = None, **cli: Any) -> tuple[Any, Any]:
     return _create(cfg, options), options
 
 
-def serve(config_path: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **cli: Any) -> None:
+def serve(config_path: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          shutdown_grace_s: float = 10.0, **cli: Any) -> None:
+    """Run the server until SIGTERM/SIGINT. Then uvicorn stops accepting connections and
+    waits up to `shutdown_grace_s` for running requests; past that it cancels them (their
+    partial traces are saved), the app's shutdown stops embedded-model decodes at their
+    next token, and the process exits 0."""
     import uvicorn
 
     app, options = build(config_path, **cli)
@@ -49,7 +54,15 @@ def serve(config_path: str | Path | None = None, host: str = "127.0.0.1", port: 
         print("smoa: clients must send the API key (Authorization: Bearer ...)", flush=True)
     elif host not in ("127.0.0.1", "localhost", "::1"):
         print(f"smoa: warning: listening on {host} with no API key: set SMOA_API_KEY", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30)
+    import signal
+
+    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler
+    # lets that end the process normally (exit 0) instead of by the signal (or a
+    # KeyboardInterrupt traceback)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30,
+                timeout_graceful_shutdown=shutdown_grace_s)  # type: ignore[arg-type]  # seconds; uvicorn waits with wait_for
 
 
 __all__ = ["build", "create_app", "serve"]

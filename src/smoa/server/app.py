@@ -173,6 +173,11 @@ def create_app(
                 if b.kind == "local":  # load the embedded model now, not on the first query
                     tasks.append(asyncio.create_task(asyncio.to_thread(_warm, b)))
         yield
+        # shutting down (uvicorn has waited its grace period and cancelled what still ran):
+        # embedded-model decodes stop at their next token instead of running to max_tokens
+        from ..backends.batching import ABORT
+
+        ABORT.set()
         for t in tasks:
             t.cancel()
         for b in pipelines.instances.values():
@@ -256,7 +261,16 @@ def create_app(
             # from here the slot belongs to the query's task, which frees it when it ends
             base = str(request.base_url).rstrip("/")
             if not req.stream:
-                got = await complete(state, req, pipe, messages, base, gone)
+                try:
+                    got = await complete(state, req, pipe, messages, base, gone)
+                except asyncio.CancelledError:
+                    # only the server cancels a handler: it is shutting down past its grace
+                    # period (the query was cancelled and its partial trace saved)
+                    return JSONResponse(
+                        {"error": {"message": "the server is shutting down: the query was cancelled; retry it",
+                                   "type": "server_shutting_down", "param": None, "code": "server_shutting_down"}},
+                        status_code=503, headers={"Retry-After": "1"},
+                    )
                 if got is None:
                     return Response(status_code=499)
                 return JSONResponse(got[1], headers=got[2])

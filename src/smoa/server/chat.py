@@ -113,6 +113,17 @@ class QueryRun:
             result = await eng.run(self.messages)
             if self.fmt is not None:
                 await self._structured(eng, result)
+        except asyncio.CancelledError:
+            # the client left, or the server is shutting down: keep what was done
+            if eng.trace is not None:
+                eng.trace.id = self.trace_id
+                eng.trace.error = eng.trace.error or "cancelled: the client went away or the server shut down"
+                eng.trace.wall_s = round(eng.trace.elapsed(), 6)
+                try:
+                    await asyncio.shield(self.state.save_trace(eng.trace))
+                except Exception:  # saving is best effort while cancelling
+                    pass
+            raise
         except SmoaError as e:
             tr = getattr(e, "trace", None)
             if tr is not None:
@@ -324,6 +335,13 @@ async def _stream_body(
                 "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                 "system_fingerprint": None, "choices": [], "usage": usage_of(result),
             })
+        yield "data: [DONE]\n\n"
+    except asyncio.CancelledError:
+        # only the server cancels a stream it is sending: it is shutting down past its grace
+        # period (the query is cancelled and its partial trace saved): say so, end cleanly
+        yield _sse({"error": {"message": "the server is shutting down: the query was cancelled; retry it",
+                              "type": "server_shutting_down", "param": None, "code": "server_shutting_down",
+                              "status": 503}})
         yield "data: [DONE]\n\n"
     finally:
         run.cancel()  # the client went away: stop the mixture (a no-op when it finished)

