@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
+from ..types import BackendError, Completion, ConfigError, ContextLengthError, Request, StreamEvent
 from .base import Backend
 
 
@@ -350,10 +350,10 @@ class LocalBackend(Backend):
         kw["max_tokens"] = self._fit_context(m, m.count_tokens(text), kw["max_tokens"])
 
     def _fit_context(self, m: _LoadedModel, n: int, max_tokens: int) -> int:
-        """max_tokens cut to what the context leaves after an n-token prompt; an InputError
+        """max_tokens cut to what the context leaves after an n-token prompt; a ContextLengthError
         when the prompt alone does not fit."""
         if n + 16 >= m.n_ctx:
-            raise InputError(
+            raise ContextLengthError(
                 f"{self._where(m.path)}: the prompt has about {n} tokens, over the context window of {m.n_ctx}: "
                 "shorten it, lower n/k, or raise n_ctx for this backend"
             )
