@@ -465,7 +465,7 @@ class Engine:
             trace.error = str(e) if isinstance(e, SmoaError) else redact(f"{type(e).__name__}: {e}")
             trace.wall_s = round(trace.elapsed(), 6)
             if isinstance(e, SmoaError):
-                e.trace = trace  # type: ignore[attr-defined]
+                e.trace = trace
             raise
         rest = self._out.flush()
         if rest and self.on_delta is not None:

@@ -181,7 +181,7 @@ class QueryRun:
         try:
             result = await eng.run(self.messages)
         except SmoaError as e:
-            tr = getattr(e, "trace", None)
+            tr = e.trace
             if tr is not None:
                 tr.id = self.trace_id
                 await self.state.save_trace(tr)
