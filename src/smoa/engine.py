@@ -365,7 +365,7 @@ class Engine:
             case _:
                 assert_never(p.policy.shuffle)
         nonce = _nonce(p.seed, question, [unique[i].text for i in order])
-        candidates = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
+        candidates: list[dict[str, Any]] = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
         if ask_stop:
             prompt = render("verdict", n=len(unique), k=k, nonce=nonce, question=question, candidates=candidates,
                             round=layer, max_rounds=p.max_rounds)

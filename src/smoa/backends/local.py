@@ -165,7 +165,7 @@ def _patch_amx() -> None:
         return
     original = lib.llama_model_default_params
 
-    def params_without_extra_bufts():  # type: ignore[no-untyped-def]
+    def params_without_extra_bufts():
         p = original()
         if hasattr(p, "use_extra_bufts"):
             p.use_extra_bufts = False
@@ -174,7 +174,7 @@ def _patch_amx() -> None:
     lib.llama_model_default_params = params_without_extra_bufts
     if hasattr(llama_mod, "llama_cpp"):
         llama_mod.llama_cpp.llama_model_default_params = params_without_extra_bufts
-    lib._smoa_amx_patched = True
+    setattr(lib, "_smoa_amx_patched", True)  # noqa: B010 (lib is typed only where llama_cpp is installed)
 
 
 class _LoadedModel:
@@ -237,7 +237,7 @@ def _multi_sequence_context(n_seq: int) -> Iterator[None]:
     lib = llama_cpp.llama_cpp
     original = lib.llama_context_default_params
 
-    def params():  # type: ignore[no-untyped-def]
+    def params():
         p = original()
         p.n_seq_max = n_seq
         p.kv_unified = True
@@ -427,7 +427,7 @@ class LocalBackend(Backend):
         with m.lock:
             self._check_context(m, kw)
             try:
-                out = m.llm.create_chat_completion(**kw)
+                out: Any = m.llm.create_chat_completion(**kw)  # not streamed: one response dict
             except ValueError as e:  # llama.cpp raises ValueError for context overflow
                 raise BackendError(f"{self._where(m.path)}: {e}") from e
         choice = out["choices"][0]
@@ -459,7 +459,8 @@ class LocalBackend(Backend):
                     parts: list[str] = []
                     finish = None
                     prompt_text = "".join(msg["content"] for msg in kw["messages"])
-                    for chunk in m.llm.create_chat_completion(stream=True, **kw):
+                    chunks: Any = m.llm.create_chat_completion(stream=True, **kw)
+                    for chunk in chunks:
                         ch = chunk["choices"][0]
                         delta = ch.get("delta", {}).get("content")
                         if delta:

@@ -298,7 +298,7 @@ def _completion(d: Any, request: Request, backend: OpenAIBackend) -> Completion:
     choices = d.get("choices") if isinstance(d, dict) else None
     first = choices[0] if isinstance(choices, list) and choices else None
     msg = first.get("message") if isinstance(first, dict) else None
-    if not isinstance(msg, dict):
+    if not isinstance(first, dict) or not isinstance(msg, dict):
         raise BackendError(f"{backend.describe()}: malformed response: no choices with a message", retryable=True)
     where = backend.describe()
     text = upstream.message_text(msg, where, first.get("finish_reason"))

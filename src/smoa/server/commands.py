@@ -74,7 +74,7 @@ def _load_trace(source: str) -> dict[str, Any]:
     got = store.get(source)
     if got is None:
         _fail(f"no trace {source!r} in {store.describe()}: give a trace JSON file or an id from `smoa trace list`")
-    return got  # type: ignore[return-value]
+    return got
 
 
 @trace.command("view")
