@@ -56,8 +56,13 @@ bench: install
 	$(BIN)/python -m pip install -q -e '.[local,dev,server,eval]'
 	$(BIN)/python -m bench
 
-lint:
+# ruff, and mypy on src/smoa outside smoa.eval ([tool.mypy] in pyproject.toml). It installs
+# what it checks against itself (the dev extra, and the server and otel extras whose types
+# the core uses), so CI can run it before `make test`; llama-cpp-python is optional here.
+lint: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,server,otel]'
 	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-# One answer extractor for the whole project: the GSM8K/MATH scorers' (tested on the sets'
-# gold answers). smoa.eval.scoring imports only the standard library at module level.
-from .eval.scoring import extract_final_number, last_boxed, normalize_number
+# One answer extractor for the whole project, shared with the GSM8K/MATH scorers (which
+# re-export it from smoa.eval.scoring and test it on the sets' gold answers).
+from .extract import extract_final_number, last_boxed, normalize_number
 
 
 def extract_answer(text: str) -> str | None:

@@ -47,7 +47,7 @@ async def run(
     try:
         result = await Engine(pipe, on_delta=on_delta, on_event=on_event).run(query)
     except SmoaError as e:
-        if (tr := getattr(e, "trace", None)) is not None:
+        if (tr := e.trace) is not None:
             otel.record(tr)
         raise
     otel.record(result.trace)  # a no-op unless OpenTelemetry export is on (smoa.otel)

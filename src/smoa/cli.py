@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from .cliutil import fail, save_cli_trace
 from .policy import METHODS
 from .types import SmoaError
 
@@ -18,12 +19,6 @@ OTEL_HELP = ("Export the trace as OpenTelemetry spans over OTLP/HTTP (also: SMOA
              "OTEL_EXPORTER_OTLP_ENDPOINT; needs pip install 'smoa[otel]').")
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    from .redaction import redact
-
-    line = " ".join(redact(str(msg)).split())  # one line, whatever the message held
-    click.echo(f"smoa: error: {line}", err=True)
-    sys.exit(code)
 
 
 def _warn(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
@@ -41,8 +36,7 @@ def _read_stdin() -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        _fail(f"standard input is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}): convert it to UTF-8")
-        raise  # unreachable: _fail exits
+        fail(f"standard input is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}): convert it to UTF-8")
 
 
 def _common(f: Any) -> Any:
@@ -69,7 +63,7 @@ def _common(f: Any) -> Any:
 def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     method = kw.get("method")
     if method is not None and method not in METHODS:
-        _fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+        fail(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     out = {k: kw.get(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature", "model")}
     if kw.get("no_cache"):
         out["cache"] = False
@@ -137,36 +131,35 @@ def ask(prompt: str | None, as_json: bool, trace_file: Path | None, quiet: bool,
     """Answer PROMPT (or standard input) with a mixture of agents."""
     from . import otel as otel_mod
     from .api import run
-    from .server.commands import save_cli_trace
     from .trace import format_cost
 
     if prompt is None:
         if sys.stdin is None or sys.stdin.isatty():
-            _fail("no prompt: give one as an argument or on standard input")
+            fail("no prompt: give one as an argument or on standard input")
         prompt = _read_stdin()
     overrides = _overrides(kw)
     try:
         otel_mod.cli_setup(otel)  # smoa.run exports the trace when this is on
     except SmoaError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         import asyncio
 
         result = asyncio.run(run(prompt, kw.get("method"), config=kw.get("config"), pipeline=kw.get("pipeline"), **overrides))
     except SmoaError as e:
         otel_mod.flush()
-        tr = getattr(e, "trace", None)
+        tr = e.trace
         if trace_file and tr is not None:
             _write(trace_file, tr.to_json())
         if tr is not None:
             save_cli_trace(tr, enabled=not no_store)
-        _fail(str(e))
+        fail(str(e))
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        fail("interrupted", 130)
     except Exception as e:  # a bug, not a user mistake: still one line (SMOA_DEBUG=1 shows the traceback)
         if os.environ.get("SMOA_DEBUG"):
             raise
-        _fail(f"unexpected {type(e).__name__}: {e} (a bug in smoa: please report it; SMOA_DEBUG=1 shows where)", 1)
+        fail(f"unexpected {type(e).__name__}: {e} (a bug in smoa: please report it; SMOA_DEBUG=1 shows where)", 1)
     otel_mod.flush()
     if trace_file:
         _write(trace_file, result.trace.to_json())
@@ -187,7 +180,7 @@ def _write(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as e:
-        _fail(f"cannot write {path}: {e.strerror}")
+        fail(f"cannot write {path}: {e.strerror}")
 
 
 def describe_run(t: dict[str, Any]) -> str:
@@ -250,7 +243,7 @@ def roles(task: str | None, dataset: str | None, n: int | None, config: Path | N
 
         got = asyncio.run(eng.assign_roles(tr, POLICIES["smoa"]))
     except SmoaError as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         click.echo(json.dumps({"roles": got, "source": tr.config.get("roles_source"), "cost": tr.cost()}, indent=2))
         return

@@ -23,15 +23,17 @@ from __future__ import annotations
 import random
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .backends.base import Backend
+from .cache import CachedBackend
 from .policy import METHODS, Policy, get_policy, parse_shuffle, parse_stop
 from .types import ConfigError, Settings
+from .wrappers import FallbackBackend, RetryingBackend, RetryPolicy
 
 DEFAULT_DATASET = "Open-ended questions and tasks from users of a general-purpose assistant."
 DEFAULT_TASK = "Answer the user's question correctly, clearly and helpfully."
@@ -410,13 +412,70 @@ def build_pipeline(
     Backend objects are shared: agents naming the same backend use one instance.
     `cache`: response cache on/off (None: the spec's `cache`, else on; SMOA_NO_CACHE=1 wins).
     """
-    from .cache import CachedBackend, cache_disabled_by_env
-
-    use_cache = cache if cache is not None else (spec.cache if spec.cache is not None else True)
-    use_cache = use_cache and not cache_disabled_by_env()
     where = f"pipelines.{name}"
     policy = spec.policy(where)
     n, k, max_rounds = policy.sizes(spec.n, spec.k, spec.max_rounds, len(spec.proposers), where)
+    _check_counts(spec, n, where)
+    b = _Build(
+        known={**BUILTIN_BACKENDS, **(backends or {})},
+        given=dict(instances or {}),
+        pool=pool if pool is not None else {},
+        use_cache=_cache_on(spec, cache),
+        base=spec.agent.merged(AgentSpec(backend="local", temperature=0.7, max_tokens=256)),
+    )
+    base_seed = spec.seed if spec.seed is not None else random.randrange(2**31)
+    proposers = _proposers(b, spec, n, base_seed, where)
+    if policy.one_model:
+        _check_one_model(proposers, spec.method, where)
+    structured = {"temperature": 0.0, "max_tokens": 320}
+    return Pipeline(
+        name=name,
+        method=spec.method,
+        n=n,
+        k=k,
+        max_rounds=max_rounds,
+        proposers=tuple(proposers),
+        judge=_agent(b, spec.judge, "judge", f"{where}.judge", **structured),
+        moderator=_agent(b, spec.moderator, "moderator", f"{where}.moderator", **structured),
+        aggregator=_agent(b, spec.aggregator, "aggregator", f"{where}.aggregator"),
+        role_generator=_agent(b, spec.role_generator, "role-generator", f"{where}.role_generator",
+                              temperature=0.8, max_tokens=600),
+        roles=tuple(spec.roles) if spec.roles is not None else None,
+        dataset=spec.dataset,
+        task=spec.task,
+        seed=base_seed,
+        seed_given=spec.seed is not None,
+        cache=b.use_cache,
+        deadline_s=spec.deadline_s,
+        min_proposers=spec.min_proposers,
+        policy=policy,
+    )
+
+
+@dataclass
+class _Build:
+    """What one `build_pipeline` call works with: the backend specs it knows, the ready
+    instances it was given, the shared pool of raw backends, and what it made so far."""
+
+    known: dict[str, BackendSpec]
+    given: dict[str, Backend]
+    pool: dict[str, Backend]
+    use_cache: bool
+    base: AgentSpec  # every agent's defaults
+    made: dict[str, Backend] = field(default_factory=dict)  # given ones as they are, made ones cache-wrapped
+    retrying: dict[tuple[str, Any], Backend] = field(default_factory=dict)  # (backend, RetryPolicy) -> wrapper
+
+
+def _cache_on(spec: PipelineSpec, cache: bool | None) -> bool:
+    """The response cache: the caller's choice, else the spec's, else on; SMOA_NO_CACHE=1 wins."""
+    from .cache import cache_disabled_by_env
+
+    on = cache if cache is not None else (spec.cache if spec.cache is not None else True)
+    return on and not cache_disabled_by_env()
+
+
+def _check_counts(spec: PipelineSpec, n: int, where: str) -> None:
+    """The lists a pipeline gives must fit its n."""
     if spec.proposers and len(spec.proposers) not in (1, n):
         raise ConfigError(
             f"{where}.proposers has {len(spec.proposers)} entries but n = {n}: list n proposers, one, or none"
@@ -426,150 +485,126 @@ def build_pipeline(
     if spec.min_proposers > n:
         raise ConfigError(f"{where}.min_proposers = {spec.min_proposers} is more than n = {n}: lower it")
 
-    known = dict(BUILTIN_BACKENDS)
-    known.update(backends or {})
-    given: dict[str, Backend] = dict(instances or {})
-    shared: dict[str, Backend] = pool if pool is not None else {}
-    made: dict[str, Backend] = {}  # this pipeline's backends: given ones as they are, made ones cache-wrapped
 
-    def backend_for(bname: str, field_name: str) -> Backend:
-        if bname in made:
-            return made[bname]
-        if bname in given:
-            made[bname] = given[bname]
-            return made[bname]
-        bspec = known.get(bname)
-        if bname in shared:
-            be = shared[bname]
+def _new_backend(b: _Build, bname: str, field_name: str) -> Backend:
+    """A raw backend made from its [backends.<bname>] spec (or a built-in type's defaults)."""
+    bspec = b.known.get(bname)
+    if bspec is None:
+        if bname in _FACTORIES and bname != "openai":
+            bspec = BackendSpec(type=bname)
         else:
-            if bspec is None:
-                if bname in _FACTORIES and bname != "openai":
-                    bspec = BackendSpec(type=bname)
-                else:
-                    raise ConfigError(
-                        f"{field_name}: unknown backend {bname!r}: define [backends.{bname}] or use one of "
-                        f"{', '.join(sorted(set(known) | set(given)))}"
-                    )
-            factory = _FACTORIES.get(bspec.type)
-            if factory is None:
-                raise ConfigError(
-                    f"backends.{bname}.type: unknown backend type {bspec.type!r}: use one of {', '.join(sorted(_FACTORIES))}"
-                )
-            if bspec.sequential and bspec.max_concurrency not in (None, 1):
-                raise ConfigError(f"backends.{bname}: sequential = true allows one request at a time: drop max_concurrency")
-            try:
-                be = factory(bspec, bname)
-            except ConfigError as e:
-                raise ConfigError(f"backends.{bname}: {e}") from None
-            if bspec.sequential:
-                be.max_concurrency = 1
-            shared[bname] = be
-        made[bname] = CachedBackend(be) if use_cache else be
-        return made[bname]
-
-    base_agent = AgentSpec(backend="local", temperature=0.7, max_tokens=256).merged(None)
-    base_agent = spec.agent.merged(base_agent)
-
-    wrapped: dict[Any, Backend] = {}
-
-    def reliable(be: Backend, bname: str, a: AgentSpec) -> Backend:
-        """The backend wrapped for this agent's retry policy (shared by agents with the same one)."""
-        from .wrappers import RetryingBackend
-
-        retry = _retry_policy(known.get(bname) if bname not in given else None, a)
-        if retry is None:
-            return be
-        key = (bname, retry)
-        if key not in wrapped:
-            wrapped[key] = RetryingBackend(be, retry)
-        return wrapped[key]
-
-    def make(a: AgentSpec | None, agent_name: str, field_name: str, **defaults: Any) -> Agent:
-        merged = (a or AgentSpec()).merged(base_agent.model_copy(update=defaults) if defaults else base_agent)
-        bname = merged.backend or "local"
-        raw = backend_for(bname, f"{field_name}.backend")
-        model = _agent_model(raw, merged.model, field_name)
-        be = reliable(raw, bname, merged)
-        if merged.fallback is not None:
-            from .wrappers import FallbackBackend
-
-            # the fallback keeps the agent's sampling settings, not its backend, model or retry policy
-            fb = merged.fallback.merged(merged.model_copy(
-                update={"fallback": None, "backend": None, "model": None, "retries": None, "timeout_s": None}))
-            if fb.fallback is not None:
-                raise ConfigError(f"{field_name}.fallback.fallback: one fallback per agent: remove the inner one")
-            fb_name = fb.backend or "local"
-            fb_raw = backend_for(fb_name, f"{field_name}.fallback.backend")
-            fb_model = _agent_model(fb_raw, fb.model, f"{field_name}.fallback")
-            fb_settings = Settings(temperature=fb.temperature, max_tokens=fb.max_tokens, top_p=fb.top_p, seed=fb.seed,
-                                   stop=tuple(fb.stop) if fb.stop else None)
-            be = FallbackBackend(be, reliable(fb_raw, fb_name, fb), fb_model, fb_settings, label=f"{fb_name}:{fb_model}")
-        settings = Settings(
-            temperature=merged.temperature,
-            max_tokens=merged.max_tokens,
-            top_p=merged.top_p,
-            seed=merged.seed,
-            stop=tuple(merged.stop) if merged.stop else None,
+            raise ConfigError(
+                f"{field_name}: unknown backend {bname!r}: define [backends.{bname}] or use one of "
+                f"{', '.join(sorted(set(b.known) | set(b.given)))}"
+            )
+    factory = _FACTORIES.get(bspec.type)
+    if factory is None:
+        raise ConfigError(
+            f"backends.{bname}.type: unknown backend type {bspec.type!r}: use one of {', '.join(sorted(_FACTORIES))}"
         )
-        return Agent(name=agent_name, backend=be, backend_name=bname, model=model, settings=settings, role=merged.role)
+    if bspec.sequential and bspec.max_concurrency not in (None, 1):
+        raise ConfigError(f"backends.{bname}: sequential = true allows one request at a time: drop max_concurrency")
+    try:
+        be = factory(bspec, bname)
+    except ConfigError as e:
+        raise ConfigError(f"backends.{bname}: {e}") from None
+    if bspec.sequential:
+        be.max_concurrency = 1
+    return be
 
+
+def _backend(b: _Build, bname: str, field_name: str) -> Backend:
+    """The backend named `bname` for this pipeline: a given instance as it is; else the pooled
+    (or a new, then pooled) raw backend, wrapped in the response cache when it is on."""
+    if bname not in b.made:
+        if bname in b.given:
+            b.made[bname] = b.given[bname]
+        else:
+            if bname not in b.pool:
+                b.pool[bname] = _new_backend(b, bname, field_name)
+            raw = b.pool[bname]
+            b.made[bname] = CachedBackend(raw) if b.use_cache else raw
+    return b.made[bname]
+
+
+def _with_retries(b: _Build, be: Backend, bname: str, a: AgentSpec) -> Backend:
+    """`be` wrapped for this agent's retry policy (one wrapper per backend and policy)."""
+    retry = _retry_policy(b.known.get(bname) if bname not in b.given else None, a)
+    if retry is None:
+        return be
+    key = (bname, retry)
+    if key not in b.retrying:
+        b.retrying[key] = RetryingBackend(be, retry)
+    return b.retrying[key]
+
+
+def _settings(a: AgentSpec) -> Settings:
+    return Settings(temperature=a.temperature, max_tokens=a.max_tokens, top_p=a.top_p, seed=a.seed,
+                    stop=tuple(a.stop) if a.stop else None)
+
+
+def _with_fallback(b: _Build, be: Backend, a: AgentSpec, field_name: str) -> Backend:
+    """`be` wrapped so that a call it still fails goes to the agent's fallback. The fallback
+    keeps the agent's sampling settings, not its backend, model or retry policy."""
+    if a.fallback is None:
+        return be
+    fb = a.fallback.merged(a.model_copy(
+        update={"fallback": None, "backend": None, "model": None, "retries": None, "timeout_s": None}))
+    if fb.fallback is not None:
+        raise ConfigError(f"{field_name}.fallback.fallback: one fallback per agent: remove the inner one")
+    fb_name = fb.backend or "local"
+    fb_raw = _backend(b, fb_name, f"{field_name}.fallback.backend")
+    fb_model = _agent_model(fb_raw, fb.model, f"{field_name}.fallback")
+    return FallbackBackend(be, _with_retries(b, fb_raw, fb_name, fb), fb_model, _settings(fb),
+                           label=f"{fb_name}:{fb_model}")
+
+
+def _agent(b: _Build, a: AgentSpec | None, agent_name: str, field_name: str, **defaults: Any) -> Agent:
+    """One live agent: its settings over the pipeline's defaults (`defaults` over those), its
+    backend, with its own retry and fallback wrappers."""
+    base = b.base.model_copy(update=defaults) if defaults else b.base
+    merged = (a or AgentSpec()).merged(base)
+    bname = merged.backend or "local"
+    raw = _backend(b, bname, f"{field_name}.backend")
+    model = _agent_model(raw, merged.model, field_name)
+    be = _with_fallback(b, _with_retries(b, raw, bname, merged), merged, field_name)
+    return Agent(name=agent_name, backend=be, backend_name=bname, model=model, settings=_settings(merged),
+                 role=merged.role)
+
+
+def _proposers(b: _Build, spec: PipelineSpec, n: int, base_seed: int, where: str) -> list[Agent]:
+    """n proposers from the listed ones (n of them, one for all, or none), each with its own
+    seed (base_seed + i unless it has one) and its given role."""
+    listed = len(spec.proposers) == n
     if spec.proposers:
-        plist = spec.proposers if len(spec.proposers) == n else [spec.proposers[0]] * n
+        plist = spec.proposers if listed else [spec.proposers[0]] * n
     else:
         plist = [AgentSpec()] * n
-    base_seed = spec.seed if spec.seed is not None else random.randrange(2**31)
-    proposers = []
+    out = []
     for i, p in enumerate(plist):
-        fname = f"{where}.proposers[{i if len(spec.proposers) == n else 0}]"
-        ag = make(p, f"proposer-{i + 1}", fname)
+        ag = _agent(b, p, f"proposer-{i + 1}", f"{where}.proposers[{i if listed else 0}]")
         if ag.settings.seed is None:
             # distinct, reproducible samples per proposer; user-given only if the pipeline seed is
-            ag = Agent(**{**ag.__dict__, "settings": ag.settings.overlay(Settings(seed=base_seed + i)),
-                          "seed_given": spec.seed is not None})
+            ag = replace(ag, settings=ag.settings.overlay(Settings(seed=base_seed + i)), seed_given=spec.seed is not None)
         if spec.roles is not None:
-            ag = Agent(**{**ag.__dict__, "role": spec.roles[i]})
-        proposers.append(ag)
-    if policy.one_model:
-        first = proposers[0]
-        if any((p.backend_name, p.model) != (first.backend_name, first.model) for p in proposers):
-            raise ConfigError(f"{where}.proposers: {spec.method} samples one model n times: give one proposer")
-    structured = {"temperature": 0.0, "max_tokens": 320}
-    judge = make(spec.judge, "judge", f"{where}.judge", **structured)
-    moderator = make(spec.moderator, "moderator", f"{where}.moderator", **structured)
-    aggregator = make(spec.aggregator, "aggregator", f"{where}.aggregator")
-    role_gen = make(spec.role_generator, "role-generator", f"{where}.role_generator", temperature=0.8, max_tokens=600)
-    return Pipeline(
-        name=name,
-        method=spec.method,
-        n=n,
-        k=k,
-        max_rounds=max_rounds,
-        proposers=tuple(proposers),
-        judge=judge,
-        moderator=moderator,
-        aggregator=aggregator,
-        role_generator=role_gen,
-        roles=tuple(spec.roles) if spec.roles is not None else None,
-        dataset=spec.dataset,
-        task=spec.task,
-        seed=base_seed,
-        seed_given=spec.seed is not None,
-        cache=use_cache,
-        deadline_s=spec.deadline_s,
-        min_proposers=spec.min_proposers,
-        policy=policy,
-    )
+            ag = replace(ag, role=spec.roles[i])
+        out.append(ag)
+    return out
 
 
-def _retry_policy(bspec: BackendSpec | None, a: AgentSpec) -> Any:
+def _check_one_model(proposers: list[Agent], method: str, where: str) -> None:
+    first = proposers[0]
+    if any((p.backend_name, p.model) != (first.backend_name, first.model) for p in proposers):
+        raise ConfigError(f"{where}.proposers: {method} samples one model n times: give one proposer")
+
+
+def _retry_policy(bspec: BackendSpec | None, a: AgentSpec) -> RetryPolicy | None:
     """The RetryPolicy for an agent on a backend, or None when there is nothing to wrap.
 
     openai backends retry by default (`retries`, else `max_retries`: 2) and bound each attempt
     by `timeout_s`; other backends only when the config asks (retries or timeout_s set).
     Backends passed as ready instances are wrapped only for agent-level settings.
     """
-    from .wrappers import RetryPolicy
-
     retries: int | None = a.retries
     timeout: float | None = a.timeout_s
     backoff, backoff_max = 0.5, 20.0

@@ -376,7 +376,7 @@ class Engine:
             case _:
                 assert_never(p.policy.shuffle)
         nonce = _nonce(p.seed, question, [unique[i].text for i in order])
-        candidates = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
+        candidates: list[dict[str, Any]] = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
         if ask_stop:
             prompt = render("verdict", n=len(unique), k=k, nonce=nonce, question=question, candidates=candidates,
                             round=layer, max_rounds=p.max_rounds)
@@ -477,7 +477,7 @@ class Engine:
             trace.error = str(e) if isinstance(e, SmoaError) else redact(f"{type(e).__name__}: {e}")
             trace.wall_s = round(trace.elapsed(), 6)
             if isinstance(e, SmoaError):
-                e.trace = trace  # type: ignore[attr-defined]
+                e.trace = trace
             raise
         rest = self._out.flush()
         if rest and self.on_delta is not None:

@@ -119,7 +119,7 @@ def _fits(text: str, schema: dict[str, Any]) -> bool:
         return False
 
 
-def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
+def build_app(cfg: FakeConfig) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request as HttpRequest
     from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -218,7 +218,7 @@ def build_app(cfg: FakeConfig):  # type: ignore[no-untyped-def]
         finally:
             stats.in_flight -= 1
 
-    async def _stream(cid: str, model: str, text: str | None, u: dict[str, Any], truncate: bool):  # type: ignore[no-untyped-def]
+    async def _stream(cid: str, model: str, text: str | None, u: dict[str, Any], truncate: bool) -> Any:
         words = (text or "").split(" ")
         for i, w in enumerate(words):
             if truncate and i >= max(1, len(words) // 2):

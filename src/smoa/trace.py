@@ -120,7 +120,7 @@ def cost_of(calls: list[CallRecord]) -> dict[str, Any]:
             s["completion_tokens"] += c.completion_tokens
             s["total_tokens"] += c.prompt_tokens + c.completion_tokens
         s["latency_s"] = round(s["latency_s"] + c.latency_s, 6)
-    total = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "errors": 0, "cached": 0}
+    total: dict[str, float] = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "errors": 0, "cached": 0}
     for s in by_stage.values():
         for k in total:
             total[k] += s[k]

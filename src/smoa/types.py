@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .redaction import install_log_redaction
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 # Secrets are masked in every log record of the process (see smoa.redaction), whoever logs
 # them: the SDK, httpx, uvicorn's access log.
@@ -78,7 +81,16 @@ class SmoaError(Exception):
     """An error with a message meant for the user: one line, says what to do.
 
     The message is redacted when the error is made: no API key reaches a user, a log or a trace.
+
+    Every error says by its type what a server answers for it: `http_status` and `error_code`
+    (the OpenAI error shape's `code`; smoa.server.errors reads both, never the message).
+    `trace` is the trace of the query that failed, set by `Engine.run` (None when the error
+    did not come out of a query, e.g. a bad config found before any call).
     """
+
+    http_status: int = 400  # a request the caller can fix
+    error_code: str | None = None
+    trace: Trace | None = None
 
     def __init__(self, *args: Any) -> None:
         from .redaction import redact
@@ -87,13 +99,19 @@ class SmoaError(Exception):
 
 
 class ConfigError(SmoaError):
-    pass
+    """The configuration cannot run this: for a server, its own fault (500), not the client's."""
+
+    http_status = 500
+    error_code = "config_error"
 
 
 class BackendError(SmoaError):
     """A call failed. `status_code` (HTTP), `retry_after` (seconds the endpoint asked us to
     wait) and `retryable` (None: decide from the status) guide `smoa.wrappers.RetryingBackend`;
     `timeout` says the failure was a time-out (the server answers 504 for those, 502 else)."""
+
+    http_status = 502
+    error_code = "upstream_error"
 
     def __init__(
         self,
@@ -105,6 +123,8 @@ class BackendError(SmoaError):
     ) -> None:
         super().__init__(*args)
         self.timeout = timeout
+        if timeout:
+            self.http_status, self.error_code = 504, "upstream_timeout"
         self.status_code = status_code
         self.retry_after = retry_after
         self.retryable = retryable
@@ -113,9 +133,18 @@ class BackendError(SmoaError):
 class InputError(BackendError):
     """The input cannot be used as given (too long, empty, not text): retrying will not help."""
 
+    http_status = 400
+    error_code = "input_rejected"
+
     def __init__(self, *args: Any, **kw: Any) -> None:
         kw.setdefault("retryable", False)
         super().__init__(*args, **kw)
+
+
+class ContextLengthError(InputError):
+    """The prompt does not fit the model's context window."""
+
+    error_code = "context_length_exceeded"
 
 
 def normalize_messages(query: str | list[Message] | tuple[Message, ...]) -> tuple[Message, ...]:

@@ -5,13 +5,12 @@ Pure functions over text and data; no I/O. Only the judge's own output is parsed
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .guard import json_objects
+from .extract import extract_json
 
 
 def judge_schema(n: int, k: int) -> dict[str, Any]:
@@ -64,18 +63,6 @@ def roles_schema(n: int) -> dict[str, Any]:
     }
 
 
-def extract_json_object(text: str) -> dict[str, Any] | None:
-    """The first JSON object in `text` (whole text, fenced block, or embedded in prose)."""
-    text = text.strip()
-    try:
-        v = json.loads(text)
-        return v if isinstance(v, dict) else None
-    except (json.JSONDecodeError, ValueError, RecursionError):
-        pass
-    found = json_objects(text)
-    return found[0][2] if found else None
-
-
 _SELECT_KEYS = ("selected", "chosen responses", "chosen_responses", "chosen", "choices", "best", "selection")
 _STOP_KEYS = ("stop", "end debate", "end_debate", "finish", "done")
 
@@ -90,7 +77,7 @@ class JudgeVerdict:
 
 def parse_labels(text: str) -> tuple[list[Any] | None, str]:
     """The labels the judge chose, and its reasoning; (None, "") when nothing is usable."""
-    obj = extract_json_object(text)
+    obj = extract_json(text, _SELECT_KEYS) or extract_json(text)
     if obj is None:
         return None, ""
     reasoning = str(obj.get("reasoning", ""))[:2000]
@@ -165,7 +152,7 @@ class ModeratorVerdict:
 
 def parse_moderator(text: str) -> ModeratorVerdict:
     """Whether to stop. An unusable verdict means: go on (the hard round limit still holds)."""
-    obj = extract_json_object(text)
+    obj = extract_json(text, _STOP_KEYS) or extract_json(text)  # an object without the field: a fallback
     if obj is not None:
         reasoning = str(obj.get("reasoning", ""))[:2000]
         for key in _STOP_KEYS:
@@ -190,7 +177,7 @@ def _is_placeholder(desc: str) -> bool:
 
 def parse_roles(text: str, n: int) -> list[str]:
     """Role descriptions from the role generator's reply; may return fewer than n."""
-    obj = extract_json_object(text)
+    obj = extract_json(text, ("roles",))
     roles: list[str] = []
     if obj is not None and isinstance(obj.get("roles"), list):
         for r in obj["roles"]:

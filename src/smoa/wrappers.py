@@ -23,6 +23,7 @@ import contextvars
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .backends.base import Backend
 from .types import BackendError, Completion, InputError, Request, Settings, SmoaError, StreamEvent
@@ -97,7 +98,7 @@ class _Wrapper(Backend):
         self.name = getattr(inner, "name", inner.kind)
         _share_limit(self, inner)
 
-    @property  # type: ignore[override]
+    @property
     def max_concurrency(self) -> int | None:
         return self.inner.max_concurrency
 
@@ -111,7 +112,7 @@ class _Wrapper(Backend):
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str) -> Any:
         # anything else a backend exposes (path, base_url, structured, ...) reads through
         if name == "inner":
             raise AttributeError(name)
@@ -202,7 +203,9 @@ class RetryingBackend(_Wrapper):
                             sent = True
                         yield ev
                 finally:
-                    await agen.aclose()
+                    aclose = getattr(agen, "aclose", None)  # an async generator's; a plain iterator has none
+                    if aclose is not None:
+                        await aclose()
             except (BackendError, TimeoutError) as e:
                 last = e
                 if log is not None:
@@ -259,7 +262,7 @@ class FallbackBackend(_Wrapper):
             if not log.errors or log.errors[-1] != _one_line(err):
                 log.errors.append(_one_line(err))
 
-    def _fallback_limit(self):  # type: ignore[no-untyped-def]
+    def _fallback_limit(self):
         """The fallback endpoint's own concurrency limit (the engine holds only the primary's)."""
         try:
             from .limits import backend_limiter

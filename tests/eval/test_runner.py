@@ -348,7 +348,7 @@ def test_the_config_in_docs_reproduce_builds_every_method(monkeypatch):
     assert {a.model for a in pipes["moa"].proposers} == {
         "Qwen/Qwen2-72B-Instruct", "Qwen/Qwen1.5-72B-Chat", "mistralai/Mixtral-8x22B-Instruct-v0.1", "databricks/dbrx-instruct"}
     assert pipes["smoa"].judge.model == "Qwen/Qwen2-72B-Instruct"
-    assert build_judge(st, shared).model == "gpt-4o"
+    assert build_judge(st, shared).proposers[0].model == "gpt-4o"
 
 
 def _judged_run(tmp_path, name, judge_reply, limit=2):

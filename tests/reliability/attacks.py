@@ -144,7 +144,9 @@ class GullibleJudge:
         chosen = (forced + [lab for lab in honest if lab not in forced])[:k]
         quotes = "\n".join(f"Candidate {lab} says: {blocks[lab].strip()}" for lab in labels)
         verdict = json.dumps({"reasoning": "Correct answers first.", "selected": chosen})
-        return f"Let me look at each candidate.\n{quotes}\n\nMy verdict:\n{verdict}"
+        # the quotes come after the verdict: smoa takes the last JSON object with the wanted
+        # field (smoa.extract.extract_json), so a quoted fake verdict there would win
+        return f"My verdict:\n{verdict}\n\nWhat each candidate says:\n{quotes}"
 
 
 class GullibleModerator:
@@ -159,4 +161,4 @@ class GullibleModerator:
         stop = bool(re.search(r"end the debate now", outside, re.I))
         answers = re.findall(rf"<<<answer \d+ {nonce}>>>(.*?)<<<end of answer", prompt, flags=re.S | re.I)
         quotes = "\n".join(f"Answer says: {a.strip()}" for a in answers)
-        return f"{quotes}\n{json.dumps({'reasoning': 'they disagree', 'stop': stop})}"
+        return f"{json.dumps({'reasoning': 'they disagree', 'stop': stop})}\n{quotes}"

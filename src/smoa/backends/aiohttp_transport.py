@@ -277,7 +277,7 @@ def _failure(e: BaseException, timeout_s: float, streaming: bool = False) -> HTT
         what = "no next bytes" if streaming else "no reply"
         return TimeoutFailure(f"{what} within {timeout_s:g} s")
     if isinstance(e, aiohttp.ClientConnectorCertificateError):
-        return ConnectFailure(f"TLS failed: certificate verify failed ({e.certificate_error.reason or e.certificate_error})")
+        return ConnectFailure(f"TLS failed: certificate verify failed ({getattr(e.certificate_error, 'reason', None) or e.certificate_error})")
     if isinstance(e, aiohttp.ClientSSLError):
         return ConnectFailure(f"TLS failed: {e}")
     if isinstance(e, aiohttp.ClientHttpProxyError):

@@ -49,7 +49,7 @@ def _fresh(dec: BatchDecoder) -> None:
 def _decode_rows(dec: BatchDecoder, tokens: list[int], start: int, want_from: int) -> list[Any]:
     """Decode tokens[start:] for sequence 0 at their own positions, in chunks of n_batch, and
     return the logits of every row at or after `want_from`."""
-    out = []
+    out: list[Any] = []
     p = start
     while p < len(tokens):
         n = min(dec.n_batch, len(tokens) - p)
@@ -96,7 +96,7 @@ def replay_one_shot(dec: BatchDecoder, prompt: list[int], path: list[int]) -> li
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

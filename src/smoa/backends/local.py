@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
+from ..types import BackendError, Completion, ConfigError, ContextLengthError, Request, StreamEvent
 from .base import Backend
 
 
@@ -111,7 +111,8 @@ def _capture_completion_call(llm: Any, kw: dict[str, Any]) -> dict[str, Any]:
             raise _Stop
 
     try:
-        llama_cpp.Llama.create_chat_completion(_Stand(), **kw)  # type: ignore[arg-type]
+        create: Any = llama_cpp.Llama.create_chat_completion  # called on a stand-in, not a Llama
+        create(_Stand(), **kw)
     except _Stop:
         return got
     raise BackendError("the chat handler did not reach create_completion")
@@ -185,7 +186,7 @@ def _patch_amx() -> None:
         return
     original = lib.llama_model_default_params
 
-    def params_without_extra_bufts():  # type: ignore[no-untyped-def]
+    def params_without_extra_bufts():
         p = original()
         if hasattr(p, "use_extra_bufts"):
             p.use_extra_bufts = False
@@ -194,7 +195,7 @@ def _patch_amx() -> None:
     lib.llama_model_default_params = params_without_extra_bufts
     if hasattr(llama_mod, "llama_cpp"):
         llama_mod.llama_cpp.llama_model_default_params = params_without_extra_bufts
-    lib._smoa_amx_patched = True
+    setattr(lib, "_smoa_amx_patched", True)  # noqa: B010 (lib is typed only where llama_cpp is installed)
 
 
 class _LoadedModel:
@@ -257,7 +258,7 @@ def _multi_sequence_context(n_seq: int) -> Iterator[None]:
     lib = llama_cpp.llama_cpp
     original = lib.llama_context_default_params
 
-    def params():  # type: ignore[no-untyped-def]
+    def params():
         p = original()
         p.n_seq_max = n_seq
         p.kv_unified = True
@@ -374,10 +375,10 @@ class LocalBackend(Backend):
         kw["max_tokens"] = self._fit_context(m, m.count_tokens(text), kw["max_tokens"])
 
     def _fit_context(self, m: _LoadedModel, n: int, max_tokens: int) -> int:
-        """max_tokens cut to what the context leaves after an n-token prompt; an InputError
+        """max_tokens cut to what the context leaves after an n-token prompt; a ContextLengthError
         when the prompt alone does not fit."""
         if n + 16 >= m.n_ctx:
-            raise InputError(
+            raise ContextLengthError(
                 f"{self._where(m.path)}: the prompt has about {n} tokens, over the context window of {m.n_ctx}: "
                 "shorten it, lower n/k, or raise n_ctx for this backend"
             )
@@ -453,7 +454,7 @@ class LocalBackend(Backend):
         with m.lock:
             self._check_context(m, kw)
             try:
-                out = m.llm.create_chat_completion(logits_processor=_stop_on_abort(m.llm), **kw)
+                out: Any = m.llm.create_chat_completion(logits_processor=_stop_on_abort(m.llm), **kw)  # not streamed: one response dict
             except ValueError as e:  # llama.cpp raises ValueError for context overflow
                 raise BackendError(f"{self._where(m.path)}: {e}") from e
         choice = out["choices"][0]
@@ -485,7 +486,8 @@ class LocalBackend(Backend):
                     parts: list[str] = []
                     finish = None
                     prompt_text = "".join(msg["content"] for msg in kw["messages"])
-                    for chunk in m.llm.create_chat_completion(stream=True, logits_processor=_stop_on_abort(m.llm), **kw):
+                    chunks: Any = m.llm.create_chat_completion(stream=True, logits_processor=_stop_on_abort(m.llm), **kw)
+                    for chunk in chunks:
                         ch = chunk["choices"][0]
                         delta = ch.get("delta", {}).get("content")
                         if delta:

@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import __version__
 from ..redaction import clip, install_log_redaction, register_secret, register_url
-from ..types import BackendError, Completion, ConfigError, InputError, Request, StreamEvent
+from ..types import BackendError, Completion, ConfigError, ContextLengthError, Request, StreamEvent
 from . import upstream
 from .aiohttp_transport import (
     AiohttpTransport,
@@ -126,7 +126,7 @@ class OpenAIBackend(Backend):
         chars = sum(len(m["content"]) for m in request.messages)
         est = int(chars / CHARS_PER_TOKEN)
         if est >= self.context_window:
-            raise InputError(
+            raise ContextLengthError(
                 f"{self.describe()}: the prompt has about {est} tokens ({chars} characters), over the context window "
                 f"of {self.context_window} tokens (backends.{self.name}.context_window): shorten it, lower n/k, "
                 "or raise context_window"
@@ -316,7 +316,7 @@ def _completion(d: Any, request: Request, backend: OpenAIBackend) -> Completion:
     choices = d.get("choices") if isinstance(d, dict) else None
     first = choices[0] if isinstance(choices, list) and choices else None
     msg = first.get("message") if isinstance(first, dict) else None
-    if not isinstance(msg, dict):
+    if not isinstance(first, dict) or not isinstance(msg, dict):
         raise BackendError(f"{backend.describe()}: malformed response: no choices with a message", retryable=True)
     where = backend.describe()
     if request.tools and backend.native_tools:
@@ -365,7 +365,7 @@ def _status_error(e: StatusFailure, backend: OpenAIBackend) -> BackendError:
         msg = f"{where}: not found (404): check the model name and base_url"
     else:
         msg = f"{where}: the endpoint answered {e.status}: {_first_line(e.message)}"
-    err_cls = InputError if e.status == 400 and _is_context_error(e.message) else BackendError
+    err_cls = ContextLengthError if e.status == 400 and _is_context_error(e.message) else BackendError
     return err_cls(msg, status_code=e.status, retry_after=_retry_after_headers(e.headers))
 
 

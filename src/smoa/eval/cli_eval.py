@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..cliutil import fail as _fail
 from ..types import SmoaError
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    click.echo(f"smoa: error: {msg}", err=True)
-    sys.exit(code)
 
 
 @click.command("eval")

@@ -14,8 +14,8 @@ from typing import Any
 
 from ..backends.base import Backend
 from ..types import ConfigError
-from .runner import EvalSettings, run_work
 from .store import Row
+from .work import EvalSettings, run_work
 
 Work = Sequence[tuple[int, Any, str]]
 OnRow = Callable[[Row], Any]

@@ -54,7 +54,7 @@ def _turns(item: Any) -> list[str]:
 
 
 async def run_one(
-    bench: Any, item: Any, index: int, method: str, pipe: Pipeline, judge: Any | None, run_id: str = "",
+    bench: Any, item: Any, index: int, method: str, pipe: Pipeline, judge: Pipeline | None, run_id: str = "",
 ) -> Row:
     """Answer one item with one method, score it, and return its row (never raises for a
     failed model call: the row carries the error). A multi-turn item is answered turn by
@@ -70,7 +70,7 @@ async def run_one(
             try:
                 result = await Engine(pipe).run(list(conv) if len(conv) > 1 else q)
             except SmoaError as e:
-                tr = getattr(e, "trace", None)
+                tr = e.trace
                 if tr is not None:
                     traces.append(tr)
                 raise
@@ -129,7 +129,7 @@ def judge_plan(bench: Any, item: Any, answers: list[str]) -> list[dict[str, Any]
     return [t | w for t in turns for w in swaps]
 
 
-async def score_row(bench: Any, item: Any, row: Row, answers: list[str], judge: Any | None) -> None:
+async def score_row(bench: Any, item: Any, row: Row, answers: list[str], judge: Pipeline | None) -> None:
     """Fill the row's score fields from its answers (raises if the scorer fails)."""
     if not getattr(bench, "needs_judge", False):
         score = await bench.ascore(item, row.answer or "")
@@ -148,7 +148,7 @@ async def score_row(bench: Any, item: Any, row: Row, answers: list[str], judge: 
     if judge is None:
         raise ConfigError(f"{bench.name} needs an LLM judge but none is configured")
     answer_arg: Any = answers if len(answers) > 1 else (answers[0] if answers else "")
-    eng = Engine(_judge_pipeline(judge))
+    eng = Engine(judge)  # the evaluation judge's own one-call pipeline (work.build_judge)
     jt = Trace(method="eval-judge")
     verdicts: list[str] = []
     scores = []
@@ -156,7 +156,7 @@ async def score_row(bench: Any, item: Any, row: Row, answers: list[str], judge: 
         msgs = bench.judge_messages(item, answer_arg, **kw)
         schema_for = getattr(bench, "schema_for", None)
         schema = (schema_for(item) if callable(schema_for) else getattr(bench, "verdict_schema", None)) or None
-        rec = await eng.call(jt, judge, list(msgs), "eval_judge", 0, json_schema=schema)
+        rec = await eng.call(jt, judge.proposers[0], list(msgs), "eval_judge", 0, json_schema=schema)
         verdicts.append(rec.response)
         scores.append((kw, bench.score(item, answer_arg, verdict=rec.response, **kw)))
     row.judge_tokens = sum(c.prompt_tokens + c.completion_tokens for c in jt.calls)
@@ -177,14 +177,6 @@ async def score_row(bench: Any, item: Any, row: Row, answers: list[str], judge: 
     row.score_detail = _jsonable_detail(combined.detail)
     if len(answers) > 1:
         row.score_detail["answers"] = answers
-
-
-def _judge_pipeline(judge: Any) -> Pipeline:
-    # Engine.call only needs an agent and a trace; a one-agent pipeline carries it
-    return Pipeline(
-        name="eval-judge", method="single", n=1, k=None, max_rounds=1, proposers=(judge,),
-        judge=judge, moderator=judge, aggregator=judge, role_generator=judge,
-    )
 
 
 def _worker() -> str:

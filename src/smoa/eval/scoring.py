@@ -8,14 +8,24 @@ identifier allow-list, a length cap and a cap on exponent towers).
 
 from __future__ import annotations
 
-import ast
 import functools
-import json
 import math
 import random
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
+
+# Finding an answer in free text is core (votes use it too): smoa.extract. Re-exported here,
+# with the private names the benchmark modules use.
+from ..extract import (
+    _FENCE_RE,
+    _balanced,
+    extract_final_number,
+    extract_json,
+    last_boxed,
+    normalize_number,
+)
+from ..extract import json_candidates as _json_candidates  # noqa: F401 (benchmarks.bfcl)
+from ..extract import loads_lenient as _loads_lenient  # noqa: F401 (benchmarks.bfcl)
 
 __all__ = [
     "extract_final_number",
@@ -34,33 +44,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Numbers (GSM8K style)
 
-_NUMBER_RE = re.compile(
-    r"(?<![\w.])[-\u2212]?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\w)|(?<![\w.])-?\.\d+"
-)
-
-
-def normalize_number(text: str) -> str | None:
-    """'$1,234.50' -> '1234.5', '18.0' -> '18', '-3' -> '-3'; None if not a number."""
-    s = text.strip().replace("\u2212", "-")
-    s = s.replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
-    s = s.removesuffix("%")
-    if not s:
-        return None
-    try:
-        d = Decimal(s)
-    except InvalidOperation:
-        return None
-    if not d.is_finite():
-        return None
-    try:
-        if d == d.to_integral_value():
-            i = d.to_integral_value()
-            return "0" if i == 0 else format(i, "f")  # format keeps every digit of long numbers
-        return format(d.normalize(), "f")
-    except InvalidOperation:  # beyond what Decimal can represent in its context
-        return None
-
-
 def numbers_equal(a: str | None, b: str | None, rel_tol: float = 1e-9) -> bool:
     na = normalize_number(a) if a is not None else None
     nb = normalize_number(b) if b is not None else None
@@ -74,73 +57,8 @@ def numbers_equal(a: str | None, b: str | None, rel_tol: float = 1e-9) -> bool:
         return False
 
 
-def _numbers_in(text: str) -> list[str]:
-    return [m.group(0) for m in _NUMBER_RE.finditer(text)]
-
-
-_ANSWER_IS_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer)\s*(?:is|:|=)\s*:?", re.IGNORECASE
-)
-
-
-def extract_final_number(text: str) -> str | None:
-    """The model's final numeric answer, normalised, or None.
-
-    Order: the first number after the last ``####``; else after the last "The answer is" /
-    "final answer:"; else inside the last ``\\boxed{}``; else the last number in the text.
-    """
-    if not text:
-        return None
-    candidates: list[str] = []
-    if "####" in text:
-        candidates.append(text.rsplit("####", 1)[1])
-    matches = list(_ANSWER_IS_RE.finditer(text))
-    if matches:
-        candidates.append(text[matches[-1].end():])
-    boxed = last_boxed(text)
-    if boxed is not None:
-        candidates.append(boxed)
-    for chunk in candidates:
-        nums = _numbers_in(chunk.split("\n\n")[0] if chunk.strip() else chunk)
-        if nums:
-            return normalize_number(nums[0])
-    nums = _numbers_in(text)
-    return normalize_number(nums[-1]) if nums else None
-
-
 # --------------------------------------------------------------------------------------------
 # LaTeX answers (MATH style)
-
-
-def _balanced(text: str, start: int) -> tuple[str, int] | None:
-    """Content of the brace group opening at ``text[start] == '{'`` and the index after it."""
-    if start >= len(text) or text[start] != "{":
-        return None
-    depth = 0
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1:i], i + 1
-    return None
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (or ``\\boxed 5``), else None."""
-    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if idx < 0:
-        return None
-    j = idx + (len("\\boxed") if text.startswith("\\boxed", idx) else len("\\fbox"))
-    while j < len(text) and text[j] == " ":
-        j += 1
-    if j < len(text) and text[j] == "{":
-        got = _balanced(text, j)
-        return got[0] if got else None
-    m = re.match(r"[^\s$]+", text[j:])
-    return m.group(0) if m else None
 
 
 _UNIT_WORDS = (
@@ -473,9 +391,6 @@ def _atom_equal(a: str, b: str) -> bool:
 # --------------------------------------------------------------------------------------------
 # Code blocks
 
-_FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+\-]*)[^\n]*\n(.*?)```", re.DOTALL)
-
-
 def extract_code(text: str, entry_point: str | None = None) -> str:
     """Python code from a model answer: the fenced ``python`` block (the one defining
     ``entry_point`` if several), else any fenced block, else the whole text."""
@@ -498,86 +413,3 @@ def extract_code(text: str, entry_point: str | None = None) -> str:
     if m:
         stripped = stripped[m.end():]
     return stripped.rstrip("`\n") + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# JSON in judge verdicts
-
-
-def _json_candidates(text: str) -> list[str]:
-    cands = [text.strip()]
-    cands += [b for _, b in _FENCE_RE.findall(text)]
-    # every balanced {...} span (string-aware), outermost first
-    i = 0
-    n = len(text)
-    while i < n:
-        if text[i] == "{":
-            depth, j, in_str, esc = 0, i, False, False
-            while j < n:
-                c = text[j]
-                if in_str:
-                    if esc:
-                        esc = False
-                    elif c == "\\":
-                        esc = True
-                    elif c == '"':
-                        in_str = False
-                elif c == '"':
-                    in_str = True
-                elif c == "{":
-                    depth += 1
-                elif c == "}":
-                    depth -= 1
-                    if depth == 0:
-                        cands.append(text[i: j + 1])
-                        break
-                j += 1
-            i = j + 1 if depth == 0 and j < n else i + 1
-        else:
-            i += 1
-    return cands
-
-
-def _loads_lenient(s: str) -> Any:
-    s = s.strip()
-    try:
-        return json.loads(s)
-    except (ValueError, RecursionError):
-        pass
-    fixed = re.sub(r",\s*([}\]])", r"\1", s)  # trailing commas
-    try:
-        return json.loads(fixed)
-    except (ValueError, RecursionError):
-        pass
-    if len(fixed) < 20000:
-        pyish = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", fixed))
-        pyish = re.sub(r"\bnull\b", "None", pyish)
-        try:
-            return ast.literal_eval(pyish)  # single-quoted dicts
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            pass
-    return None
-
-
-def extract_json(text: str, keys: tuple[str, ...] = ()) -> dict | None:
-    """The judge's JSON object from ``text``: whole text, fenced block or any ``{...}`` span.
-
-    With ``keys``, prefers the last object that has any of them (judges often echo an example
-    first); otherwise the last object found. None if nothing parses.
-    """
-    if not text:
-        return None
-    found: list[dict] = []
-    for cand in _json_candidates(text):
-        obj = _loads_lenient(cand)
-        if isinstance(obj, dict):
-            found.append(obj)
-    if not found:
-        return None
-    if keys:
-        lk = {k.lower() for k in keys}
-        with_keys = [d for d in found if any(str(k).lower() in lk for k in d)]
-        if with_keys:
-            return with_keys[-1]
-        return None
-    return found[-1]

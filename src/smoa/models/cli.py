@@ -9,12 +9,8 @@ from typing import Any
 
 import click
 
+from ..cliutil import fail as _fail
 from ..types import SmoaError
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    click.echo(f"smoa: error: {' '.join(str(msg).split())}", err=True)
-    sys.exit(code)
 
 
 def _mb(n: int) -> str:

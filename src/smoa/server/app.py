@@ -166,7 +166,7 @@ def create_app(
         log.warning("pipeline %r is not offered: %s", name, why)
     state = ServerState(pipelines, options, store if store is not None else make_store(options))
 
-    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+    async def lifespan(app: FastAPI):
         tasks = []
         if warm_up:
             for b in pipelines.instances.values():

@@ -125,7 +125,7 @@ class QueryRun:
                     pass
             raise
         except SmoaError as e:
-            tr = getattr(e, "trace", None)
+            tr = e.trace
             if tr is not None:
                 tr.id = self.trace_id
                 await self.state.save_trace(tr)

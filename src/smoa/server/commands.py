@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 import webbrowser
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..cliutil import fail as _fail
+from ..cliutil import save_cli_trace  # noqa: F401 (its old home)
 from ..types import SmoaError
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    click.echo(f"smoa: error: {msg}", err=True)
-    sys.exit(code)
 
 
 @click.command()
@@ -87,7 +83,7 @@ def _load_trace(source: str) -> dict[str, Any]:
     got = store.get(source)
     if got is None:
         _fail(f"no trace {source!r} in {store.describe()}: give a trace JSON file or an id from `smoa trace list`")
-    return got  # type: ignore[return-value]
+    return got
 
 
 @trace.command("view")
@@ -136,21 +132,6 @@ def trace_list(limit: int, as_json: bool) -> None:
         when = dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
         status = "FAILED " if r["error"] else ""
         click.echo(f"{r['id'][:12]}  {when}  {r['method']:<8} {r['total_tokens']:>7} tok {r['wall_s']:>7.1f} s  {status}{r['query'][:60]}")
-
-
-def save_cli_trace(trace: Any, enabled: bool = True) -> str | None:
-    """Save a CLI query's trace unless opted out; never fails the command (returns the id or None)."""
-    from ..tracestore import open_store
-
-    try:
-        store = open_store(enabled=None if enabled else False)
-        if store is None:
-            return None
-        store.save(trace.to_dict(), source="cli")
-        return str(trace.id)
-    except Exception as e:  # a trace store problem must not lose the answer
-        click.echo(f"smoa: warning: trace not saved: {e}", err=True)
-        return None
 
 
 def register(main: click.Group) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..types import BackendError, ConfigError, InputError, SmoaError
+from ..types import InputError, SmoaError
 
 
 class ApiError(Exception):
@@ -28,20 +28,23 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ApiError(400, message, "invalid_request_error", code, param)
 
 
+# What a client sees for an error's HTTP status (the status comes from the error's type:
+# SmoaError.http_status): the OpenAI error type, and what the message starts with.
+_SHAPES = {
+    400: ("invalid_request_error", ""),
+    500: ("server_error", "the server's configuration cannot run this request: "),
+    502: ("upstream_error", "an upstream model failed: "),
+    504: ("upstream_error", "an upstream model timed out: "),
+}
+
+
 def from_exception(e: BaseException) -> ApiError:
-    """Map an engine failure to the status a client should see."""
+    """Map an engine failure to the status a client should see: by the error's type
+    (`http_status`, `error_code`), never by its message."""
     if isinstance(e, ApiError):
         return e
     msg = str(e) or type(e).__name__
-    if isinstance(e, InputError):
-        code = "context_length_exceeded" if "over the context window" in msg else "input_rejected"
-        return ApiError(400, msg, "invalid_request_error", code, "messages")
-    if isinstance(e, BackendError):
-        if e.timeout:
-            return ApiError(504, f"an upstream model timed out: {msg}", "upstream_error", "upstream_timeout")
-        return ApiError(502, f"an upstream model failed: {msg}", "upstream_error", "upstream_error")
-    if isinstance(e, ConfigError):
-        return ApiError(500, f"the server's configuration cannot run this request: {msg}", "server_error", "config_error")
     if isinstance(e, SmoaError):
-        return bad_request(msg)
+        type_, prefix = _SHAPES.get(e.http_status, ("server_error", ""))
+        return ApiError(e.http_status, prefix + msg, type_, e.error_code, "messages" if isinstance(e, InputError) else None)
     return ApiError(500, f"internal error: {type(e).__name__}: {msg}", "server_error", "internal_error")
