@@ -87,7 +87,7 @@ def example_of(schema: Any, few: bool = False) -> Any:
     if kind == "array":
         n = int(schema.get("minItems", 0)) if few else max(1, int(schema.get("minItems", 0)))
         return [example_of(schema.get("items", {}), few) for _ in range(n)]
-    return {"string": "fake", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(kind, "fake")
+    return {"string": "fake", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(str(kind), "fake")
 
 
 def _tool_reply(body: dict[str, Any], req: Request, model: str, cid: str, usage: Any) -> dict[str, Any]:

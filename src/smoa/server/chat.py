@@ -196,7 +196,8 @@ async def complete(
     run.start()
     assert run.task is not None
     try:
-        await asyncio.wait({run.task} if gone is None else {run.task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        watched: set[asyncio.Future[Any]] = {run.task} if gone is None else {run.task, gone}
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         if not run.task.done():
             run.cancel()
             return None
@@ -252,7 +253,8 @@ async def start_stream(
     assert run.task is not None
     try:
         waiting = asyncio.ensure_future(run.next_item(state.options.stream_hold_s))
-        await asyncio.wait({waiting} if gone is None else {waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        pending: set[asyncio.Future[Any]] = {waiting} if gone is None else {waiting, gone}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if not waiting.done():
             waiting.cancel()
             run.cancel()

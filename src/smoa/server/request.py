@@ -100,7 +100,7 @@ def _depth_ok(value: Any, limit: int) -> bool:
     return True
 
 
-def _field_message(err: dict[str, Any]) -> tuple[str, str]:
+def _field_message(err: Any) -> tuple[str, str]:  # a pydantic ErrorDetails
     loc = ".".join(str(x) for x in err["loc"])
     if err["type"] == "extra_forbidden":
         return loc, f"unknown field {loc!r}: smoa does not support it; remove it (README: Serving lists every field)"
