@@ -77,7 +77,32 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class _OneLineErrors(click.Group):
+    """click's usage errors (a value that is not a number, an unknown option) as one line,
+    like every other error of smoa, instead of click's four lines of usage and error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS_IS_HELP as e:  # `smoa` alone, or a group alone: its help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "smoa"
+            _fail(f"{e.format_message()} (see {where} --help)", e.exit_code)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            _fail("interrupted", 130)
+        sys.exit(rv if isinstance(rv, int) else 0)  # ctx.exit(code), --help and --version return a code
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="smoa")
 def main() -> None:
     """Sparse Mixture-of-Agents: many LLMs answer, a judge keeps the best k,

@@ -216,6 +216,12 @@ CASES: list[Case] = [
     Case("serve-port-busy", "a port already in use (nothing is printed before the error)",
          "port {busy} on 127.0.0.1 is already in use: stop what listens there or give another --port",
          argv=("serve", "--port", "{busy}", "--no-store")),
+    Case("serve-port-text", "a port that is not a number (click's usage errors are one line too)",
+         "Invalid value for '--port': 'abc' is not a valid integer. (see smoa serve --help)",
+         argv=("serve", "--port", "abc")),
+    Case("unknown-option", "an option that does not exist",
+         "No such option '--bogus'. Did you mean '--rounds'? (see smoa ask --help)",
+         argv=("ask", "hi", "--bogus")),
     Case("serve-bad-host", "a host name that does not resolve",
          "cannot listen on 'nowhere.invalid': Name or service not known: give --host an address of this machine, "
          "e.g. 127.0.0.1", argv=("serve", "--host", "nowhere.invalid", "--no-store")),
