@@ -429,18 +429,17 @@ def read_config_data(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"config file {p} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}): save it as UTF-8"
         ) from None
-    deep = (f"{p}: nested more than {MAX_CONFIG_DEPTH} levels deep: flatten it "
+    deep = (f"nested more than {MAX_CONFIG_DEPTH} levels deep: flatten it "
             "(tables and arrays inside each other, or a long fallback chain)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
-        raise ConfigError(deep) from None
+        raise ConfigError(f"{p}: {deep}") from None
     where = _too_deep(data)
     if where is not None:
-        raise ConfigError(f"{p}: {_show_path(where)}: nested more than {MAX_CONFIG_DEPTH} levels deep: flatten it "
-                          "(tables and arrays inside each other, or a long fallback chain)")
+        raise ConfigError(f"{p}: {_show_path(where)}: {deep}")
     return data
 
 
