@@ -1,3 +1,3 @@
 from .cli import main
 
-main()
+main(prog_name="smoa")  # `python -m smoa` names itself as the installed command does

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import otel
 from .backends.base import Backend
-from .config import ConfigFile, Pipeline, load_config, resolve
+from .config import ConfigFile, Pipeline, load_config, read_config_bytes, resolve
 from .engine import Callback, Engine, Result
 from .types import Message, SmoaError
 
@@ -66,10 +66,7 @@ _files_lock = threading.Lock()
 def _config_file(path: str | Path) -> tuple[ConfigFile, dict[str, Backend]]:
     """The validated config of a file and its pool of raw backends, made once per content."""
     p = Path(path).expanduser()
-    try:
-        data = p.read_bytes()
-    except OSError:
-        return load_config(p), {}  # load_config says clearly what is wrong with the path
+    data = read_config_bytes(p)  # regular files under a size cap only: one clear error otherwise
     key = (str(p.resolve()), hashlib.sha256(data).hexdigest())
     with _files_lock:
         hit = _files.get(key)

@@ -70,7 +70,33 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class LazyGroup(click.Group):
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class _OneLineErrors(click.Group):
+    """click's usage errors (a value that is not a number, an unknown option) as one line,
+    like every other error of smoa, instead of click's four lines of usage and error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS_IS_HELP as e:  # `smoa` alone, or a group alone: its help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "smoa"
+            fail(f"{e.format_message()} (see {where} --help)", e.exit_code)
+        except click.ClickException as e:
+            fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            fail("interrupted", 130)
+        sys.exit(rv if isinstance(rv, int) else 0)  # ctx.exit(code), --help and --version return a code
+
+
+
+class LazyGroup(_OneLineErrors):
     """Subcommands that live in heavier modules (eval, server, models) are imported only when
     they run or their own help is asked for: `smoa --help` and `smoa ask` do not pay for them.
     Their one-line help is kept here, so the command list needs no import (a test checks it

@@ -20,7 +20,9 @@ Errors name the field that is wrong and say what to do.
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -71,6 +73,34 @@ class BackendSpec(_Strict):
 
     def concurrency(self) -> int | None:
         return 1 if self.sequential else self.max_concurrency
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_port(cls, v: str | None) -> str | None:
+        """A port that is not a number from 1 to 65535 is named here (the URL is not repeated:
+        it may carry a password)."""
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        try:
+            netloc = urlsplit(v).netloc
+        except ValueError:
+            return v  # the backend says what is wrong with the URL
+        hostport = netloc.rpartition("@")[2]
+        port = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
+        if ":" not in port:
+            return v
+        text = port.rpartition(":")[2]
+        if text == "":
+            return v
+        if not text.isascii() or not text.isdigit():
+            raise ValueError(f"the port {text!r} is not a number: give a port from 1 to 65535, "
+                             "e.g. http://127.0.0.1:8000/v1")
+        if not 1 <= int(text) <= 65535:
+            raise ValueError(f"the port {int(text)} is out of range: give a port from 1 to 65535, "
+                             "e.g. http://127.0.0.1:8000/v1")
+        return v
 
 
 class AgentSpec(_Strict):
@@ -313,24 +343,118 @@ def _validation_message(e: ValidationError, where: str) -> str:
     return f"{where}: {loc}: {msg}{more}"
 
 
-def load_config(path: str | Path) -> ConfigFile:
-    p = Path(path)
+# A config holds backends and pipelines, not data: a larger file is a mistake (e.g. -c /dev/zero).
+MAX_CONFIG_BYTES = 1_000_000
+# Deeper than this is a mistake too (the deepest real path is about 10: a few fallbacks); it
+# also keeps pydantic and tomllib far from Python's recursion limit.
+MAX_CONFIG_DEPTH = 32
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_config_bytes(p: Path) -> bytes:
+    """The file's bytes; anything but a regular file under MAX_CONFIG_BYTES is one clear error.
+
+    Opened non-blocking and checked with fstat before any read, so a named pipe cannot hang
+    the command and a device cannot be read until memory runs out."""
+    def cannot(e: OSError) -> ConfigError:
+        return ConfigError(f"cannot read config file {p}: {e.strerror or e.__class__.__name__}")
+
+    is_dir = ConfigError(f"cannot read config file {p}: it is a directory: give the path of a .toml file")
+    too_big = ConfigError(f"config file {p} is over {MAX_CONFIG_BYTES:,} bytes: a config holds backends and "
+                          "pipelines, not data; give the right file")
     try:
-        text = p.read_text(encoding="utf-8")
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
     except IsADirectoryError:
-        raise ConfigError(f"cannot read config file {p}: it is a directory: give the path of a .toml file") from None
+        raise is_dir from None
+    except OSError as e:
+        raise cannot(e) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise is_dir
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+            raise ConfigError(f"cannot read config file {p}: it is {kind}, not a regular file: "
+                              "give the path of a .toml file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise too_big
+        chunks, size = [], 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as e:
+        raise cannot(e) from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:  # it grew while we read it
+        raise too_big
+    return b"".join(chunks)
+
+
+def _too_deep(data: Any) -> tuple[str, ...] | None:
+    """The path of the first value nested deeper than MAX_CONFIG_DEPTH (no recursion), or None."""
+    todo: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while todo:
+        value, path = todo.pop()
+        if len(path) > MAX_CONFIG_DEPTH:
+            return path
+        if isinstance(value, dict):
+            todo.extend((v, (*path, str(k))) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend((v, (*path, f"[{i}]")) for i, v in enumerate(value))
+    return None
+
+
+def _show_path(path: tuple[str, ...], keep: int = 6) -> str:
+    def join(parts: tuple[str, ...]) -> str:
+        return "".join(x if x.startswith("[") else ("." if i else "") + x for i, x in enumerate(parts))
+
+    return join(path) if len(path) <= keep else join(path[:keep]) + "..."
+
+
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """A config file as TOML data: read with limits, parsed, and checked for depth.
+
+    The `[server]` table stays in the data (it is `smoa serve`'s; see load_config)."""
+    p = Path(path)
+    raw = read_config_bytes(p)
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(
-            f"config file {p} is not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}): save it as UTF-8"
+            f"config file {p} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}): save it as UTF-8"
         ) from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {p}: {e.strerror or e.__class__.__name__}") from None
+    deep = (f"nested more than {MAX_CONFIG_DEPTH} levels deep: flatten it "
+            "(tables and arrays inside each other, or a long fallback chain)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{p}: {deep}") from None
+    where = _too_deep(data)
+    if where is not None:
+        raise ConfigError(f"{p}: {_show_path(where)}: {deep}")
+    return data
+
+
+def load_config(path: str | Path) -> ConfigFile:
+    """Load and validate a config file.
+
+    Its optional `[server]` table (README: Serving smoa) belongs to `smoa serve`, which reads
+    it with smoa.server.settings; every other command accepts it and leaves it alone."""
+    p = Path(path)
+    data = read_config_data(p)
+    server = data.pop("server", None)
+    if server is not None and not isinstance(server, dict):
+        raise ConfigError(f"{p}: server: must be a table ([server]), not {type(server).__name__}")
     if "pipelines" not in data and ("method" in data or "proposers" in data):
         # a file that describes one pipeline at top level
         top = {k: data.pop(k) for k in list(data) if k not in ("backends", "default")}

@@ -98,6 +98,22 @@ class Store(Protocol):
     def describe(self) -> str: ...
 
 
+def _check_schema(db: sqlite3.Connection) -> None:
+    """A file with other tables, or a `traces` table of another shape, is not ours."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and "traces" not in tables:
+        raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables)[:5])})")
+    if "traces" in tables:
+        have = {r[1] for r in db.execute("PRAGMA table_info(traces)")}
+        missing = [c for c in (*SUMMARY_FIELDS, "data") if c not in have]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise sqlite3.DatabaseError(f"its table 'traces' lacks the column(s) {', '.join(missing[:3])}{more}")
+
+
+_SQLITE_MAX = 2**63 - 1  # LIMIT and OFFSET are 64-bit in SQLite: a larger count means "all"
+
+
 class TraceStore:
     """Traces in one SQLite file. Safe to share between threads; each call opens its own connection."""
 
@@ -105,11 +121,18 @@ class TraceStore:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = self._connect()
+            db = sqlite3.connect(self.path, timeout=10)
             try:
+                _check_schema(db)  # before anything is written: another program's file is left alone
+                db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
             finally:
                 db.close()
+        except sqlite3.DatabaseError as e:
+            raise SmoaError(
+                f"{self.path} is not a smoa trace store ({e}): it was left as it is; move it away, or set "
+                "SMOA_TRACE_STORE to another file or SMOA_NO_TRACE_STORE=1"
+            ) from None
         except (OSError, sqlite3.Error) as e:
             raise SmoaError(
                 f"cannot open the trace store {self.path}: {e}: set SMOA_TRACE_STORE to a writable file "
@@ -157,7 +180,7 @@ class TraceStore:
         try:
             rows = db.execute(
                 f"SELECT {', '.join(SUMMARY_FIELDS)} FROM traces ORDER BY created_at DESC LIMIT ? OFFSET ?",
-                (max(0, limit), max(0, offset)),
+                (min(max(0, limit), _SQLITE_MAX), min(max(0, offset), _SQLITE_MAX)),
             ).fetchall()
         finally:
             db.close()

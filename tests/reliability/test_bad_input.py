@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,11 @@ def cli_results(tmp_path_factory):
     """Run every CLI row once, in parallel (each is a fresh `python -m smoa` process)."""
     with ServerProcess(["python", "-m", "smoa.fakeserver", "--port", "{port}", "--api-key", "right-key",
                         "--fault-by-model"]) as fake:
-        subst = {"{dead}": f"http://127.0.0.1:{free_port()}/v1", "{fake}": fake.base_url}
+        busy = socket.socket()  # a port where something listens, for `serve --port {busy}`
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        subst = {"{dead}": f"http://127.0.0.1:{free_port()}/v1", "{fake}": fake.base_url,
+                 "{busy}": str(busy.getsockname()[1])}
         # made here, not in the threads: pytest creates its base folder lazily and not thread-safely
         tmps = {case.id: tmp_path_factory.mktemp(case.id) for case in CLI}
 
@@ -42,14 +47,17 @@ def cli_results(tmp_path_factory):
 
             for name, content in case.files.items():
                 data = fill(content).encode("utf-8") if isinstance(content, str) else content
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
+            for name in case.fifos:
+                os.mkfifo(tmp / name)
             env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SMOA_NO_TRACE_STORE": "1", **case.env}
             env.pop("SMOA_TEST_UNSET_KEY", None)
             p = subprocess.run([sys.executable, "-m", "smoa", *(fill(a) for a in case.argv)], input=case.stdin,
                                capture_output=True, timeout=120, env=env, cwd=tmp)
             return p, fill(case.message)
 
-        with ThreadPoolExecutor(8) as ex:
+        with busy, ThreadPoolExecutor(8) as ex:
             return dict(zip([c.id for c in CLI], ex.map(one, CLI), strict=True))
 
 

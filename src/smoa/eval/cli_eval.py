@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,30 @@ import click
 
 from ..cliutil import fail as _fail
 from ..types import SmoaError
+
+
+def _unexpected(e: Exception) -> None:
+    """A bug, not a user mistake: still one line (SMOA_DEBUG=1 shows the traceback)."""
+    if os.environ.get("SMOA_DEBUG"):
+        raise e
+    _fail(f"unexpected {type(e).__name__}: {e} (a bug in smoa: please report it; SMOA_DEBUG=1 shows where)", 1)
+
+
+# option: (flag, smallest value, what it means) -- checked before any work, so a bad value is one line
+_AT_LEAST = {
+    "limit": ("--limit", 0, "the number of items to evaluate"),
+    "offset": ("--offset", 0, "the number of items to skip"),
+    "concurrency": ("-j/--concurrency", 1, "the number of (item, method) pairs in flight"),
+    "chunk_size": ("--chunk-size", 1, "the number of items per Ray task"),
+    "judge_max_tokens": ("--judge-max-tokens", 1, "the evaluation judge's token limit"),
+}
+
+
+def _check_numbers(kw: dict[str, Any]) -> None:
+    for name, (flag, low, what) in _AT_LEAST.items():
+        v = kw.get(name)
+        if v is not None and v < low:
+            _fail(f"{flag} {v}: {what} must be at least {low}: give a whole number from {low} up")
 
 
 @click.command("eval")
@@ -53,6 +78,7 @@ def eval_cmd(benchmark: str, methods: str, out: Path, as_json: bool, progress: b
     from .benchmarks import bfcl_benchmark_name
     from .runner import print_summary, run_eval
 
+    _check_numbers(kw)
     benchmark = bfcl_benchmark_name(benchmark, bfcl_mode)
     overrides = {k: kw.pop(k) for k in ("n", "k", "max_rounds", "seed", "max_tokens", "temperature")}
     try:
@@ -67,6 +93,8 @@ def eval_cmd(benchmark: str, methods: str, out: Path, as_json: bool, progress: b
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted: finished items are saved; rerun the same command to resume", 130)
+    except Exception as e:
+        _unexpected(e)
     finally:
         otel_mod.flush()
     if as_json:
@@ -87,6 +115,8 @@ def report_cmd(out: Path, no_plots: bool, as_json: bool) -> None:
         res = write_report(out, plots=not no_plots)
     except SmoaError as e:
         _fail(str(e))
+    except Exception as e:
+        _unexpected(e)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return

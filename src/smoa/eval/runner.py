@@ -125,7 +125,7 @@ async def arun_eval(
     pipes, shared = build_pipelines(settings, bench, backends)
     ex = get_executor(executor)
     t0 = time.time()
-    with ResultsStore(out) as store:
+    with ResultsStore(out, exclusive=True) as store:  # one eval per folder: a second is refused
         judge = build_judge(settings, shared, backends) if getattr(bench, "needs_judge", False) else None
         rescored = await rescore_failed(store, bench, items, methods, judge)
         work = plan_work(items, methods, store, bench.name, offset)

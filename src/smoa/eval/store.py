@@ -10,13 +10,17 @@ The file is opened in WAL mode, so `smoa report` can read while an eval is writi
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..types import SmoaError
 
 STORE_NAME = "results.sqlite"
 
@@ -76,6 +80,13 @@ _COLUMNS = (
     "worker",
 )
 _JSON_COLUMNS = ("score_detail", "tokens_by_stage", "trace")
+# What this smoa reads from each table (a file of another shape is refused, not misread).
+_REQUIRED = {
+    "results": (*_COLUMNS, "id", "created_at"),
+    "runs": ("run_id", "started_at", "finished_at", "benchmark", "methods", "settings", "summary"),
+    "setup": ("benchmark", "method", "kind", "data", "created_at"),
+}
+_MIGRATED = ("cached_calls",)  # added by _migrate to stores of an older smoa
 
 
 @dataclass
@@ -113,24 +124,87 @@ class Row:
 class ResultsStore:
     """SQLite results of one evaluation directory. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, exclusive: bool = False) -> None:
+        """Open (or create) the store. exclusive=True: this process is the folder's only eval
+        (see `lock`); another eval already running there is one clear SmoaError."""
         p = Path(path)
         if p.is_dir() or p.suffix != ".sqlite":
             p = p / STORE_NAME
-        p.parent.mkdir(parents=True, exist_ok=True)
         self.path = p
-        self.db = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self._migrate()
+        self._lock_fd: int | None = None
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SmoaError(f"cannot create the output folder {p.parent}: {e.strerror or type(e).__name__}: "
+                            "give --out a folder you can write") from None
+        if exclusive:
+            self.lock()
+        try:
+            self.db = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
+        except sqlite3.Error as e:
+            self.unlock()
+            raise SmoaError(f"cannot open the results store {p}: {e}: give --out a folder you can write") from None
+        try:
+            self.db.row_factory = sqlite3.Row
+            self._check_schema()  # before anything is written to the file
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise SmoaError(f"{p} is not a smoa results store ({e}): it was left as it is; move it away "
+                            "or give another --out") from None
 
     def _migrate(self) -> None:
         """Add columns that a store written by an older smoa lacks (their defaults apply)."""
         have = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
         if "cached_calls" not in have:
             self.db.execute("ALTER TABLE results ADD COLUMN cached_calls INTEGER NOT NULL DEFAULT 0")
+
+    def _check_schema(self) -> None:
+        """A file of another program (other tables, or ours in another shape) is refused, not
+        changed: this runs before the store writes anything."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not tables & set(_REQUIRED):
+            raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables)[:5])})")
+        for table in sorted(tables & set(_REQUIRED)):
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in _REQUIRED[table] if c not in have and c not in _MIGRATED]
+            if missing:
+                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+                raise sqlite3.DatabaseError(f"its table {table!r} lacks the column(s) {', '.join(missing[:3])}{more}")
+
+    # -- one eval per folder -----------------------------------------------------
+    def lock(self) -> None:
+        """Make this process the folder's only writer, until close().
+
+        An flock on `results.sqlite.lock` (which holds the owner's pid): the kernel drops it
+        when the owner exits, however it exits, so a lock is never stale. A second eval on
+        the same folder would redo every item in flight; it is refused instead."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as e:
+            raise SmoaError(f"cannot create the lock file {lock_path}: {e.strerror or type(e).__name__}: "
+                            "give --out a folder you can write") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                owner = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise SmoaError(f"another smoa eval (pid {owner}) is writing to {self.path.parent}: wait for it to "
+                            "finish (a rerun then resumes where it stopped), or give another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
 
     # -- context ---------------------------------------------------------------
     def __enter__(self) -> ResultsStore:
@@ -140,7 +214,10 @@ class ResultsStore:
         self.close()
 
     def close(self) -> None:
-        self.db.close()
+        db = getattr(self, "db", None)
+        if db is not None:
+            db.close()
+        self.unlock()
 
     # -- writing ---------------------------------------------------------------
     def put(self, row: Row) -> bool:

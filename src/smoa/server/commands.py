@@ -44,6 +44,11 @@ def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, 
     from . import serve as run_server
 
     try:
+        if config is not None:
+            from ..config import load_config
+
+            load_config(config)  # a bad file is one clear line before anything starts
+        check_port(host, port)  # before "serving" is printed
         if otel_mod.cli_setup(otel):
             click.echo("smoa: exporting traces as OpenTelemetry spans (OTLP/HTTP)")
         run_server(
@@ -53,6 +58,40 @@ def serve(config: Path | None, host: str, port: int, max_in_flight: int | None, 
         )
     except SmoaError as e:
         _fail(str(e))
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port out of range, or one that cannot be bound now (in use, privileged, not an
+    address of this machine), with one line: uvicorn would wrap 99999 around to 34463, and
+    report a busy port only after smoa printed that it was serving."""
+    import errno
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise SmoaError(f"--port {port} is out of range: give a port from 1 to 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise SmoaError(f"cannot listen on {host}: {e.strerror}: give --host an address of this machine") from None
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # uvicorn sets it too
+        try:
+            sock.bind((host, port))
+        except socket.gaierror as e:
+            raise SmoaError(f"cannot listen on {host!r}: {e.strerror}: give --host an address of this "
+                            "machine, e.g. 127.0.0.1") from None
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise SmoaError(f"port {port} on {host} is already in use: stop what listens there or give "
+                                "another --port") from None
+            if e.errno == errno.EACCES:
+                raise SmoaError(f"cannot listen on port {port}: permission denied (ports below 1024 need "
+                                "privileges): give another --port") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise SmoaError(f"cannot listen on {host}: it is not an address of this machine: give --host "
+                                "an address of this machine, e.g. 127.0.0.1") from None
+            raise SmoaError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 @click.group()
@@ -78,9 +117,12 @@ def _load_trace(source: str) -> dict[str, Any]:
         return data
     from ..tracestore import open_store
 
-    store = open_store(enabled=True)
-    assert store is not None
-    got = store.get(source)
+    try:
+        store = open_store(enabled=True)
+        assert store is not None
+        got = store.get(source)
+    except SmoaError as e:
+        _fail(str(e))
     if got is None:
         _fail(f"no trace {source!r} in {store.describe()}: give a trace JSON file or an id from `smoa trace list`")
     return got
@@ -116,6 +158,8 @@ def trace_list(limit: int, as_json: bool) -> None:
 
     from ..tracestore import open_store
 
+    if limit < 1:
+        _fail(f"-n/--limit {limit}: give the number of traces to list, at least 1")
     try:
         store = open_store(enabled=True)
         assert store is not None
