@@ -199,21 +199,24 @@ def _key(k: str) -> str:
 
 
 def canon_value(v: Any) -> Any:
-    """A JSON value normalised for comparison: what a verdict parser would read it as."""
-    if isinstance(v, bool) or v is None:
+    """A JSON value normalised for comparison: what a verdict parser would read it as.
+    Numbers and booleans become tagged tuples (JSON has no tuples), so that true and 1 differ."""
+    if v is None:
         return v
+    if isinstance(v, bool):
+        return ("bool", v)
     if isinstance(v, int | float):
         f = float(v)
-        return f if math.isfinite(f) else str(f)
+        return ("num", f) if math.isfinite(f) else str(f)
     if isinstance(v, str):
         s = " ".join(fold(v).casefold().split())
         if s in _TRUE:
-            return True
+            return ("bool", True)
         if s in _FALSE:
-            return False
+            return ("bool", False)
         m = _LABEL.fullmatch(s)
         if m:
-            return float(m.group(1))
+            return ("num", float(m.group(1)))
         return s
     if isinstance(v, list):
         return [canon_value(x) for x in v]
