@@ -70,6 +70,11 @@ def test_streaming_from_embedded_model():
     r = asyncio.run(Engine(pipe, on_delta=pieces.append).run("Count from one to five."))
     assert len(pieces) > 2 and "".join(pieces) == r.answer
     assert r.trace.calls[0].completion_tokens > 0
+    # llama.cpp reports no usage when streaming: the prompt is counted with the model's own
+    # tokenizer and chat template, as a plain call reports it, and not marked as an estimate
+    plain = asyncio.run(Engine(pipe).run("Count from one to five."))
+    assert r.trace.calls[0].prompt_tokens == plain.trace.calls[0].prompt_tokens > 0
+    assert r.trace.calls[0].estimated is False and plain.trace.calls[0].estimated is False
 
 
 def test_prompt_over_context_window_is_a_clear_error():

@@ -220,6 +220,7 @@ class Engine:
         rec.prompt_tokens = comp.prompt_tokens
         rec.completion_tokens = comp.completion_tokens
         rec.cached = comp.cached
+        rec.estimated = comp.estimated
         rec.finish_reason = comp.finish_reason
         rec.response_model = comp.model or None
         await self._emit(
