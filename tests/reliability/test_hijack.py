@@ -26,7 +26,6 @@ from attacks import (  # noqa: E402
     LOOK_ALIKES,
     QUESTION,
     GullibleJudge,
-    GullibleModerator,
     attacks_for,
     candidates_for,
     rate,
@@ -38,7 +37,6 @@ import smoa.engine as engine_mod  # noqa: E402
 from smoa import resolve  # noqa: E402
 from smoa.engine import Engine  # noqa: E402
 from smoa.testing import ScriptedBackend, mixture_responder  # noqa: E402
-from smoa.trace import Trace  # noqa: E402
 
 SEEDS = range(1, 7)  # six shuffles of the four candidates per attack
 
@@ -128,16 +126,6 @@ def test_measured_rate_over_all_attacks(monkeypatch, capsys):
     assert h1 == h2 == 0
 
 
-def moderate(texts, monkeypatch, leak=False):
-    if leak:
-        monkeypatch.setattr(engine_mod, "_nonce", lambda *a: LEAKED_NONCE)
-    be = ScriptedBackend(responder=mixture_responder(moderate=GullibleModerator()))
-    pipe = resolve(method="smoa", instances={"local": be}, n=3, k=2, max_rounds=3, seed=1, cache=False)
-    kept = [SimpleNamespace(text=t) for t in texts]
-    return asyncio.run(Engine(pipe).moderate(Trace(method="smoa"), QUESTION, kept, 1))
-
-
-GOOD_A = "2 + 2 = 4. The answer is 4."
 
 
 # -- every prompt kind, every attack, each defence on and off ------------------------------------
