@@ -16,7 +16,7 @@ from typing import Any
 
 from .common import machine
 
-NAMES = ("critical", "throughput", "clients", "batched", "steps", "cost", "cache")
+NAMES = ("critical", "throughput", "clients", "batched", "steps", "cost", "cache", "hijack")
 
 
 def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
@@ -48,6 +48,10 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
         from . import cache as m
 
         res = m.run(items=10 if quick else 50)
+    elif name == "hijack":
+        from . import hijack as m
+
+        res = m.run(seeds=2 if quick else 4)
     else:
         raise SystemExit(f"unknown benchmark {name!r}: use {', '.join(NAMES)}")
     return res, m.report(res)

@@ -40,8 +40,8 @@ def test_moa_call_graph_n3_two_layers():
     assert stages(r.trace) == [("propose", 1)] * 3 + [("propose", 2)] * 3 + [("aggregate", 3)]
     # every layer-2 prompt carries all 3 layer-1 answers
     for c in r.trace.calls[3:6]:
-        assert c.messages[0]["content"].count("### Answer") == 3
-    assert r.trace.calls[-1].messages[0]["content"].count("### Answer") == 3
+        assert c.messages[0]["content"].count("<<<answer ") == 3
+    assert r.trace.calls[-1].messages[0]["content"].count("<<<answer ") == 3
     assert r.answer == "final answer"
     assert r.trace.stop_reason == "fixed"
 
@@ -64,13 +64,13 @@ def test_smoa_call_graph_and_layer2_carries_only_k():
     for c in r.trace.calls:
         if c.stage == "propose" and c.layer == 2:
             sysmsg = c.messages[0]["content"]
-            assert sysmsg.count("### Answer") == 2
+            assert sysmsg.count("<<<answer ") == 2
             for t in kept_texts:
                 assert t in sysmsg
             # each proposer keeps its role as the start of its system prompt
             assert sysmsg.startswith("You are scripted expert")
     agg = r.trace.calls[-1].messages[0]["content"]
-    assert agg.count("### Answer") == 2
+    assert agg.count("<<<answer ") == 2
     assert r.trace.stop_reason == "max_rounds"
 
 
@@ -163,7 +163,7 @@ def test_mad_majority_vote_and_debate_prompts():
     # round 2: agent's own answer as assistant turn, the two others in the user turn
     c = r.trace.calls[3]
     assert c.messages[-2]["role"] == "assistant"
-    assert c.messages[-1]["content"].count("### Agent") == 2
+    assert c.messages[-1]["content"].count("<<<agent ") == 2
 
 
 def test_mad_falls_back_to_aggregator_without_majority():
@@ -201,7 +201,7 @@ def test_failed_proposer_is_dropped_and_recorded():
     r = run(pipe)
     assert r.trace.layers[0]["failed"] == [1]
     assert r.trace.calls[1].error == "endpoint down"
-    assert r.trace.calls[-1].messages[0]["content"].count("### Answer") == 2
+    assert r.trace.calls[-1].messages[0]["content"].count("<<<answer ") == 2
 
 
 def test_all_proposers_failing_is_one_clear_error():

@@ -228,6 +228,7 @@ class Engine:
         rec.prompt_tokens = comp.prompt_tokens
         rec.completion_tokens = comp.completion_tokens
         rec.cached = comp.cached
+        rec.estimated = comp.estimated
         rec.finish_reason = comp.finish_reason
         rec.response_model = comp.model or None
         await self._emit(
@@ -302,14 +303,18 @@ class Engine:
             case Later.NONE:
                 return plain
             case Later.SYNTHESIZE:
-                system = render("synthesize", role=role, responses=[p.text for p in forward])
+                texts = [p.text for p in forward]
+                nonce = _nonce(self.pipeline.seed, _question_text(conv), texts)
+                system = render("synthesize", role=role, nonce=nonce, responses=[_defang(t, nonce) for t in texts])
                 return [{"role": "system", "content": system}, *conv]
             case Later.DEBATE:
                 # own last answer as the assistant's turn, the others' as the next user turn
                 others = [p.text for j, p in sorted(last.items()) if j != i]
+                nonce = _nonce(self.pipeline.seed, _question_text(conv), others)
                 if i in last:
                     plain.append({"role": "assistant", "content": last[i].text})
-                plain.append({"role": "user", "content": render("debate", others=others, hint="")})
+                plain.append({"role": "user", "content": render(
+                    "debate", nonce=nonce, others=[_defang(t, nonce) for t in others], hint="")})
                 return plain
             case _:
                 assert_never(policy.later)
@@ -431,7 +436,7 @@ class Engine:
         )
         try:
             rec = await self.call(trace, p.moderator, [{"role": "user", "content": prompt}], "moderate", layer, json_schema=MODERATOR_SCHEMA)
-            own, _ = strip_echoes(rec.response, [x.text for x in kept])
+            own, _ = strip_echoes(rec.response, [x.text for x in kept] + [_defang(x.text, nonce) for x in kept])
             v = parse_moderator(own)
             info = {"call_id": rec.id, "stop": v.stop, "reasoning": v.reasoning, "fallback": v.fallback}
             rec.decision = {"stop": v.stop, "fallback": v.fallback}
@@ -442,7 +447,9 @@ class Engine:
 
     async def aggregate(self, trace: Trace, conv: tuple[Message, ...], final: list[Proposal], layer: int) -> str:
         p = self.pipeline
-        system = render("aggregate", responses=[x.text for x in final])
+        texts = [x.text for x in final]
+        nonce = _nonce(p.seed, _question_text(conv), texts)
+        system = render("aggregate", nonce=nonce, responses=[_defang(t, nonce) for t in texts])
         rec = await self.call(
             trace, p.aggregator, [{"role": "system", "content": system}, *conv], "aggregate", layer,
             json_schema=self.answer_schema, stream=self.on_delta is not None,

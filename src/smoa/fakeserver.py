@@ -4,7 +4,10 @@ It answers every pipeline stage plausibly (proposals, judge and moderator JSON, 
 aggregation) after a fixed latency, and can inject faults at a set rate: HTTP 500, 429
 with Retry-After, hangs (client time-outs), malformed JSON and truncated streams; and, when
 named in ``--faults``, lies: token counts of 10**30, -5 or "lots", ``content: null``, and
-302 redirects.
+302 redirects; and ``cut-early``, a reply cut before any text (a stream with no event, a body
+with no JSON). ``--fault-first N`` faults exactly the first N requests (the kinds of
+``--faults`` in turn), for tests that need one failure and then an answer;
+``--no-stream-usage`` sends streams without a usage chunk, as many servers do.
 
     python -m smoa.fakeserver --port 8123 --latency 0.1 --fault-rate 0.2
 
@@ -35,6 +38,9 @@ FAULT_KINDS = ("500", "429", "timeout", "malformed", "truncate")
 # not in the default mix (--faults names them)
 BAD_VALUE_KINDS = ("huge-usage", "negative-usage", "text-usage", "null-content", "redirect")
 _BAD_USAGE = {"huge-usage": 10**30, "negative-usage": -5, "text-usage": "lots"}
+# faults that only --faults names (not in the default mix)
+EXTRA_FAULT_KINDS = ("cut-early",)
+ALL_FAULT_KINDS = FAULT_KINDS + BAD_VALUE_KINDS + EXTRA_FAULT_KINDS
 
 
 @dataclass
@@ -51,11 +57,14 @@ class FakeConfig:
     reject_json_schema: bool = False  # answer 400 to response_format json_schema (older servers)
     reject_tools: bool = False  # answer 400 to tools (servers without native tool calling)
     fault_by_model: bool = False  # a model named after a fault kind gets that fault, every call
+    fault_first: int = 0  # the first N requests fault (the kinds of `faults` in turn), then none
+    stream_usage: bool = True  # False: streams end without a usage chunk
 
 
 @dataclass
 class Stats:
     requests: int = 0
+    streams: int = 0  # requests that asked for a stream
     ok: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
@@ -164,8 +173,11 @@ def build_app(cfg: FakeConfig) -> Any:
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         try:
             fault = None
-            if cfg.fault_by_model and model in FAULT_KINDS + BAD_VALUE_KINDS:
+            if cfg.fault_by_model and model in ALL_FAULT_KINDS:
                 fault = model
+                stats.faults[fault] = stats.faults.get(fault, 0) + 1
+            elif cfg.fault_first and cfg.faults and stats.requests <= cfg.fault_first:
+                fault = cfg.faults[(stats.requests - 1) % len(cfg.faults)]
                 stats.faults[fault] = stats.faults.get(fault, 0) + 1
             elif cfg.fault_rate and (not cfg.fault_models or model in cfg.fault_models) and rng.random() < cfg.fault_rate:
                 fault = rng.choice(cfg.faults)
@@ -200,8 +212,14 @@ def build_app(cfg: FakeConfig) -> Any:
             content = None if fault == "null-content" else text
             cid = f"chatcmpl-{stats.requests}"
             if body.get("stream"):
-                return StreamingResponse(_stream(cid, model, content, u, truncate=fault == "truncate"),
+                stats.streams += 1
+                if fault == "cut-early":
+                    return StreamingResponse(_nothing(), media_type="text/event-stream")
+                return StreamingResponse(_stream(cid, model, content, u if cfg.stream_usage else None,
+                                                 truncate=fault == "truncate"),
                                          media_type="text/event-stream")
+            if fault == "cut-early":
+                return Response("", media_type="application/json")
             if fault == "truncate":
                 return Response('{"id": "x", "object": "chat.completion", "choices": [', media_type="application/json")
             stats.ok += 1
@@ -218,7 +236,11 @@ def build_app(cfg: FakeConfig) -> Any:
         finally:
             stats.in_flight -= 1
 
-    async def _stream(cid: str, model: str, text: str | None, u: dict[str, Any], truncate: bool) -> Any:
+    async def _nothing():  # type: ignore[no-untyped-def]
+        return
+        yield  # an async generator that ends at once: the connection closes with no event
+
+    async def _stream(cid: str, model: str, text: str | None, u: dict[str, Any] | None, truncate: bool) -> Any:
         words = (text or "").split(" ")
         for i, w in enumerate(words):
             if truncate and i >= max(1, len(words) // 2):
@@ -230,7 +252,8 @@ def build_app(cfg: FakeConfig) -> Any:
         end = {"id": cid, "object": "chat.completion.chunk", "created": 0, "model": model,
                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         yield f"data: {json.dumps(end)}\n\n"
-        yield f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': 0, 'model': model, 'choices': [], 'usage': u})}\n\n"
+        if u is not None:
+            yield f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': 0, 'model': model, 'choices': [], 'usage': u})}\n\n"
         yield "data: [DONE]\n\n"
 
     async def models(request: HttpRequest) -> Response:
@@ -256,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--latency", type=float, default=0.0, help="seconds per call")
     ap.add_argument("--fault-rate", type=float, default=0.0)
-    ap.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma list of " + ",".join(FAULT_KINDS + BAD_VALUE_KINDS))
+    ap.add_argument("--faults", default=",".join(FAULT_KINDS), help="comma list of " + ",".join(ALL_FAULT_KINDS))
     ap.add_argument("--fault-models", default="", help="comma list of models that may fault (default: all)")
     ap.add_argument("--hang", type=float, default=30.0, help="seconds a 'timeout' fault hangs")
     ap.add_argument("--retry-after", type=float, default=0.05)
@@ -266,19 +289,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reject-tools", action="store_true", help="answer 400 to tools (no native tool calling)")
     ap.add_argument("--fault-by-model", action="store_true",
                     help="a request for a model named after a fault kind (e.g. null-content) gets that fault")
+    ap.add_argument("--fault-first", type=int, default=0, help="fault exactly the first N requests, then none")
+    ap.add_argument("--no-stream-usage", action="store_true", help="streams end without a usage chunk")
     a = ap.parse_args(argv)
     if not a.host.startswith("127.") and a.host not in ("localhost", "::1"):
         ap.error("the fake server listens on loopback only")
     faults = tuple(f for f in a.faults.split(",") if f)
-    bad = [f for f in faults if f not in FAULT_KINDS + BAD_VALUE_KINDS]
+    bad = [f for f in faults if f not in ALL_FAULT_KINDS]
     if bad:
-        ap.error(f"unknown fault kinds {bad}: use {', '.join(FAULT_KINDS + BAD_VALUE_KINDS)}")
+        ap.error(f"unknown fault kinds {bad}: use {', '.join(ALL_FAULT_KINDS)}")
+    if a.fault_first < 0:
+        ap.error("--fault-first must be 0 or more")
     cfg = FakeConfig(
         latency_s=a.latency, fault_rate=a.fault_rate, faults=faults,
         fault_models=tuple(m for m in a.fault_models.split(",") if m), hang_s=a.hang,
         retry_after_s=a.retry_after, seed=a.seed, api_key=a.api_key, reject_json_schema=a.reject_json_schema,
         reject_tools=a.reject_tools,
-        fault_by_model=a.fault_by_model,
+        fault_by_model=a.fault_by_model, fault_first=a.fault_first, stream_usage=not a.no_stream_usage,
     )
     import uvicorn
 

@@ -31,6 +31,7 @@ class CallRecord:
     started_at: float = 0.0  # seconds since the trace started
     error: str | None = None
     cached: bool = False
+    estimated: bool = False  # token counts estimated (the endpoint reported none), not counted
     finish_reason: str | None = None  # the endpoint's: "stop", "length" (max_tokens hit), ...
     decision: dict[str, Any] | None = None
     # reliability (smoa.wrappers): attempts made, the error of each failed attempt, and the
@@ -105,7 +106,9 @@ class Trace:
 
 
 def cost_of(calls: list[CallRecord]) -> dict[str, Any]:
-    """Tokens and calls per stage, and the total. Cached calls count as calls but cost 0 tokens."""
+    """Tokens and calls per stage, and the total. Cached calls count as calls but cost 0 tokens.
+    A stage, and the total, whose tokens include estimates (an endpoint that reported none)
+    carries `"estimated": True`."""
     by_stage: dict[str, dict[str, float]] = {}
     for c in calls:
         s = by_stage.setdefault(
@@ -124,9 +127,15 @@ def cost_of(calls: list[CallRecord]) -> dict[str, Any]:
     for s in by_stage.values():
         for k in total:
             total[k] += s[k]
+    estimated = {c.stage for c in calls if c.estimated and not c.cached}
+    for st in estimated:
+        by_stage[st]["estimated"] = True
     ordered = {st: by_stage[st] for st in STAGES if st in by_stage}
     ordered.update({k: v for k, v in by_stage.items() if k not in ordered})
-    return {"by_stage": ordered, "total": total}
+    out: dict[str, Any] = {"by_stage": ordered, "total": total}
+    if estimated:
+        total["estimated"] = True
+    return out
 
 
 def health_of(t: Trace) -> dict[str, Any]:

@@ -67,6 +67,9 @@ class Completion:
     model: str = ""
     finish_reason: str | None = None
     cached: bool = False
+    # True when the endpoint reported no token counts and they were estimated (see
+    # smoa.backends.upstream.stream_usage); the trace and the cost say so
+    estimated: bool = False
 
 
 @dataclass

@@ -39,7 +39,8 @@ def gsm8k_backend(latency_s=0.0):
 
     def aggregate(req):
         sysmsg = req.messages[0]["content"]
-        return "Combined: " + sysmsg.split("### Answer")[-1][:200]
+        last = sysmsg.split("<<<answer ")[-1]  # the last answer's block
+        return "Combined: " + last.split(">>>", 1)[1].split("<<<end of answer")[0].strip()[:200]
 
     return ScriptedBackend(responder=mixture_responder(propose=propose, aggregate=aggregate), latency_s=latency_s)
 

@@ -467,6 +467,16 @@ class LocalBackend(Backend):
             finish_reason=choice.get("finish_reason"),
         )
 
+    @staticmethod
+    def _stream_prompt_tokens(m: _LoadedModel, kw: dict[str, Any]) -> tuple[int, bool]:
+        """The prompt's tokens as the model sees them (chat template applied), as a plain call
+        would report them; if the template cannot be replayed, the messages' text alone
+        through the tokenizer, marked as an estimate (it misses the template's tokens)."""
+        try:
+            return len(_capture_completion_call(m.llm, kw)["prompt"]), False
+        except Exception:  # noqa: BLE001 - a count is not worth failing the call for
+            return m.count_tokens("".join(msg["content"] for msg in kw["messages"])), True
+
     async def complete(self, request: Request) -> Completion:
         if not self.batching:
             return await asyncio.to_thread(self._complete_sync, request)
@@ -485,7 +495,7 @@ class LocalBackend(Backend):
                     self._check_context(m, kw)
                     parts: list[str] = []
                     finish = None
-                    prompt_text = "".join(msg["content"] for msg in kw["messages"])
+                    prompt_tokens, estimated = self._stream_prompt_tokens(m, kw)
                     chunks: Any = m.llm.create_chat_completion(stream=True, logits_processor=_stop_on_abort(m.llm), **kw)
                     for chunk in chunks:
                         ch = chunk["choices"][0]
@@ -499,10 +509,11 @@ class LocalBackend(Backend):
                     # llama-cpp-python reports no usage when streaming: count with the tokenizer.
                     comp = Completion(
                         text=text,
-                        prompt_tokens=m.count_tokens(prompt_text),
+                        prompt_tokens=prompt_tokens,
                         completion_tokens=m.count_tokens(text),
                         model=self._target(request)[0],
                         finish_reason=finish,
+                        estimated=estimated,
                     )
                 loop.call_soon_threadsafe(queue.put_nowait, StreamEvent(completion=comp))
             except Exception as e:  # handed to the awaiting side

@@ -226,14 +226,17 @@ class OpenAIBackend(Backend):
             # the connection ended before the last chunk: the answer may be cut short
             raise BackendError(f"{self.describe()}: the stream ended early (no finish_reason): the answer is incomplete", retryable=True)
         upstream.check_stream_text(saw_text, finish, self.describe())
-        prompt_tokens, completion_tokens = upstream.usage_counts(usage, self.describe())
+        text = "".join(parts)
+        prompt = "\n".join(m["content"] for m in request.messages)
+        prompt_tokens, completion_tokens, estimated = upstream.stream_usage(usage, prompt, text, self.describe())
         yield StreamEvent(
             completion=Completion(
-                text="".join(parts),
+                text=text,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 model=model,
                 finish_reason=finish,
+                estimated=estimated,
             )
         )
 

@@ -18,8 +18,12 @@ from urllib.parse import urlsplit
 
 from ..types import BackendError
 
-__all__ = ["MAX_TOKENS_PER_CALL", "usage_counts", "message_text", "check_stream_text", "model_name",
-           "redirect_error"]
+__all__ = ["MAX_TOKENS_PER_CALL", "usage_counts", "stream_usage", "estimate_tokens", "message_text",
+           "check_stream_text", "model_name", "redirect_error"]
+
+# Characters per token for an estimate when an endpoint reports no count (English text
+# averages about 4 with the usual BPE vocabularies).
+CHARS_PER_TOKEN_ESTIMATE = 4.0
 
 # A sane ceiling for the tokens of one call: far above any context window (millions), far
 # below what breaks a 64-bit integer column or float arithmetic on costs.
@@ -53,6 +57,27 @@ def usage_counts(usage: Any, where: str) -> tuple[int, int]:
         raise BackendError(f"{where}: the endpoint's usage is a {type(usage).__name__}, not an object: "
                            "check the server", retryable=False)
     return _token_count(usage, "prompt_tokens", where), _token_count(usage, "completion_tokens", where)
+
+
+def estimate_tokens(text: str) -> int:
+    """About how many tokens `text` is, without the model's tokenizer: characters / 4,
+    rounded up (at least 1 for any non-empty text)."""
+    return -(-len(text) // int(CHARS_PER_TOKEN_ESTIMATE)) if text else 0
+
+
+def stream_usage(usage: Any, prompt: str, text: str, where: str) -> tuple[int, int, bool]:
+    """(prompt_tokens, completion_tokens, estimated) of a stream. Many servers send no usage
+    in streams (or only one of the counts): a count not reported is estimated from the
+    prompt's or the answer's text, and `estimated` says so. Reported counts are checked like
+    `usage_counts`'s."""
+    p, c = usage_counts(usage, where)
+    have = usage if isinstance(usage, Mapping) else {}
+    estimated = False
+    if have.get("prompt_tokens") is None:
+        p, estimated = estimate_tokens(prompt), True
+    if have.get("completion_tokens") is None:
+        c, estimated = estimate_tokens(text), True
+    return p, c, estimated
 
 
 def message_text(message: Mapping[str, Any], where: str, finish_reason: Any = None) -> str:
