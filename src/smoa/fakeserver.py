@@ -236,7 +236,7 @@ def build_app(cfg: FakeConfig) -> Any:
         finally:
             stats.in_flight -= 1
 
-    async def _nothing():  # type: ignore[no-untyped-def]
+    async def _nothing():
         return
         yield  # an async generator that ends at once: the connection closes with no event
 
