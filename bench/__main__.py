@@ -16,7 +16,7 @@ from typing import Any
 
 from .common import machine
 
-NAMES = ("critical", "throughput", "clients", "batched", "steps", "cost", "cache", "hijack")
+NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack")
 
 
 def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
@@ -28,6 +28,10 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
         from . import throughput as m
 
         res = m.run(queries=100 if quick else 500, memory_sizes=(20, 100) if quick else (100, 1000))
+    elif name == "library":
+        from . import library as m
+
+        res = m.run(queries=100 if quick else 500)
     elif name == "clients":
         from . import clients as m
 
