@@ -267,18 +267,18 @@ CASES: list[Case] = [
           ("huge-usage", "an endpoint reports 10**30 completion tokens",
            "every proposer failed in layer 1: openai:{fake}: the endpoint reported an impossible token count "
            "usage.completion_tokens=1000000000000000000000000000000 (a whole number from 0 to 2147483647 was "
-           "expected): the call is not counted; check the server (after part of the answer was streamed: not retried)"),
+           "expected): the call is not counted; check the server"),
           ("negative-usage", "an endpoint reports -5 completion tokens",
            "every proposer failed in layer 1: openai:{fake}: the endpoint reported an impossible token count "
            "usage.completion_tokens=-5 (a whole number from 0 to 2147483647 was expected): the call is not "
-           "counted; check the server (after part of the answer was streamed: not retried)"),
+           "counted; check the server"),
           ("text-usage", "an endpoint reports \"lots\" of completion tokens",
            "every proposer failed in layer 1: openai:{fake}: the endpoint reported an impossible token count "
            "usage.completion_tokens='lots' (a whole number from 0 to 2147483647 was expected): the call is not "
-           "counted; check the server (after part of the answer was streamed: not retried)"),
-          ("null-content", "an endpoint streams content: null",
-           "every proposer failed in layer 1: openai:{fake}: the stream carried no text (every delta.content "
-           "was null or missing; finish_reason 'stop'): check the server and the model"),
+           "counted; check the server"),
+          ("null-content", "an endpoint answers content: null",
+           "every proposer failed in layer 1: openai:{fake}: the reply has no text (message.content is null): "
+           "check the server and the model"),
           ("redirect", "an endpoint answers 302 (a redirect)",
            "every proposer failed in layer 1: openai:{fake}: the endpoint redirected (302) to "
            "http://127.0.0.1:9/v1/chat/completions: smoa does not follow redirects; set base_url to the "

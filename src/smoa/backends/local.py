@@ -126,12 +126,16 @@ _models: dict[tuple[str, int], _LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
-def _stop_on_abort(llm: Any) -> Any:
+def _stop_on_abort(llm: Any, kw: dict[str, Any]) -> Any:
     """Stop a single-sequence decode at its next token once the process shuts down: the
     logits then allow only end-of-generation (create_chat_completion takes no stopping
-    criteria, but it takes logits processors)."""
+    criteria, but it takes logits processors). Not for a schema call: its grammar may not
+    allow end-of-generation there, and those calls are short."""
     import llama_cpp
     import numpy as np
+
+    if "response_format" in kw or "grammar" in kw:
+        return None
 
     from .batching import aborted
 
@@ -454,7 +458,7 @@ class LocalBackend(Backend):
         with m.lock:
             self._check_context(m, kw)
             try:
-                out: Any = m.llm.create_chat_completion(logits_processor=_stop_on_abort(m.llm), **kw)  # not streamed: one response dict
+                out: Any = m.llm.create_chat_completion(logits_processor=_stop_on_abort(m.llm, kw), **kw)  # not streamed: one response dict
             except ValueError as e:  # llama.cpp raises ValueError for context overflow
                 raise BackendError(f"{self._where(m.path)}: {e}") from e
         choice = out["choices"][0]
@@ -496,7 +500,7 @@ class LocalBackend(Backend):
                     parts: list[str] = []
                     finish = None
                     prompt_tokens, estimated = self._stream_prompt_tokens(m, kw)
-                    chunks: Any = m.llm.create_chat_completion(stream=True, logits_processor=_stop_on_abort(m.llm), **kw)
+                    chunks: Any = m.llm.create_chat_completion(stream=True, logits_processor=_stop_on_abort(m.llm, kw), **kw)
                     for chunk in chunks:
                         ch = chunk["choices"][0]
                         delta = ch.get("delta", {}).get("content")

@@ -47,6 +47,7 @@ def serve(config_path: str | Path | None = None, host: str = "127.0.0.1", port: 
     import uvicorn
 
     app, options = build(config_path, **cli)
+    app.state.abort_decodes_on_shutdown = True  # this process ends with the server (see app.lifespan)
     state = app.state.smoa
     print(f"smoa: serving {', '.join(state.pipelines.available)} on http://{host}:{port}/v1", flush=True)
     print(f"smoa: traces at http://{host}:{port}/traces (store: {state.store.describe()})", flush=True)

@@ -174,10 +174,13 @@ def create_app(
                     tasks.append(asyncio.create_task(asyncio.to_thread(_warm, b)))
         yield
         # shutting down (uvicorn has waited its grace period and cancelled what still ran):
-        # embedded-model decodes stop at their next token instead of running to max_tokens
-        from ..backends.batching import ABORT
+        # embedded-model decodes stop at their next token instead of running to max_tokens.
+        # Only a server process does this (`smoa serve`): ABORT is process-wide, and an app
+        # embedded in another program (or a test) must not stop that program's decodes.
+        if getattr(app.state, "abort_decodes_on_shutdown", False):
+            from ..backends.batching import ABORT
 
-        ABORT.set()
+            ABORT.set()
         for t in tasks:
             t.cancel()
         for b in pipelines.instances.values():
