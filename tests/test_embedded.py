@@ -114,8 +114,8 @@ def test_penalties_and_top_p_reach_both_sampling_paths():
     be = LocalBackend()
     m = be.model
     msgs = ({"role": "user", "content": "Say banana five times."},)
-    plain = Request(messages=msgs, model="m", settings=Settings(max_tokens=8, temperature=0.5))
-    pen = Request(messages=msgs, model="m", settings=Settings(max_tokens=8, temperature=0.5, top_p=0.8,
+    plain = Request(messages=msgs, model="smollm2-135m", settings=Settings(max_tokens=8, temperature=0.5))
+    pen = Request(messages=msgs, model="smollm2-135m", settings=Settings(max_tokens=8, temperature=0.5, top_p=0.8,
                                                                presence_penalty=1.5, frequency_penalty=-0.5))
     job = be.job_for(pen, m)
     assert (job.presence_penalty, job.frequency_penalty, job.top_p) == (1.5, -0.5, 0.8)

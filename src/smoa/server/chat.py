@@ -117,10 +117,10 @@ class QueryRun:
             # the client left, or the server is shutting down: keep what was done
             if eng.trace is not None:
                 eng.trace.id = self.trace_id
-                eng.trace.error = eng.trace.error or "cancelled: the client went away or the server shut down"
+                eng.trace.error = "cancelled: the client went away or the server shut down"
                 eng.trace.wall_s = round(eng.trace.elapsed(), 6)
-                try:
-                    await asyncio.shield(self.state.save_trace(eng.trace))
+                try:  # synchronously: the loop may be closing, and an await would be cancelled too
+                    self.state.store.save(eng.trace.to_dict(), "server")
                 except Exception:  # saving is best effort while cancelling
                     pass
             raise
