@@ -64,34 +64,34 @@ def check_port(host: str, port: int) -> None:
     """Refuse a port out of range, or one that cannot be bound now (in use, privileged, not an
     address of this machine), with one line: uvicorn would wrap 99999 around to 34463, and
     report a busy port only after smoa printed that it was serving."""
+    import asyncio
     import errno
     import socket
 
     if not 1 <= port <= 65535:
         raise SmoaError(f"--port {port} is out of range: give a port from 1 to 65535")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+
+    async def probe() -> None:  # asyncio binds as uvicorn will (address family, SO_REUSEADDR)
+        server = await asyncio.start_server(lambda r, w: None, host, port, reuse_address=True)
+        server.close()
+        await server.wait_closed()
+
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        asyncio.run(probe())
+    except socket.gaierror as e:
+        raise SmoaError(f"cannot listen on {host!r}: {e.strerror}: give --host an address of this "
+                        "machine, e.g. 127.0.0.1") from None
     except OSError as e:
-        raise SmoaError(f"cannot listen on {host}: {e.strerror}: give --host an address of this machine") from None
-    with sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # uvicorn sets it too
-        try:
-            sock.bind((host, port))
-        except socket.gaierror as e:
-            raise SmoaError(f"cannot listen on {host!r}: {e.strerror}: give --host an address of this "
-                            "machine, e.g. 127.0.0.1") from None
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise SmoaError(f"port {port} on {host} is already in use: stop what listens there or give "
-                                "another --port") from None
-            if e.errno == errno.EACCES:
-                raise SmoaError(f"cannot listen on port {port}: permission denied (ports below 1024 need "
-                                "privileges): give another --port") from None
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise SmoaError(f"cannot listen on {host}: it is not an address of this machine: give --host "
-                                "an address of this machine, e.g. 127.0.0.1") from None
-            raise SmoaError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+        if e.errno == errno.EADDRINUSE:
+            raise SmoaError(f"port {port} on {host} is already in use: stop what listens there or give "
+                            "another --port") from None
+        if e.errno == errno.EACCES:
+            raise SmoaError(f"cannot listen on port {port}: permission denied (ports below 1024 need "
+                            "privileges): give another --port") from None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise SmoaError(f"cannot listen on {host}: it is not an address of this machine: give --host "
+                            "an address of this machine, e.g. 127.0.0.1") from None
+        raise SmoaError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 @click.group()
