@@ -42,29 +42,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .scoring import _TEXT_CMD_RE as _TEXT_WRAP_RE
 from .scoring import _balanced, math_equal
+from .scoring import _unwrap_text_cmds as _unwrap_text
 
 __all__ = ["answers_equivalent", "is_text_answer", "text_equal", "MATH_VERIFY_EXTRA"]
 
 MATH_VERIFY_EXTRA = "math-verify is not installed: pip install 'smoa[eval]' (it brings math-verify)"
 
 MAX_ANSWER_CHARS = 400
-
-_TEXT_WRAP_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mbox|mathrm|mathbf|operatorname)\s*\{")
-
-
-def _unwrap_text(s: str) -> str:
-    out = s
-    for _ in range(20):
-        m = _TEXT_WRAP_RE.search(out)
-        if not m:
-            break
-        got = _balanced(out, m.end() - 1)
-        if not got:
-            break
-        out = out[: m.start()] + got[0] + out[got[1]:]
-    return out
-
 
 def _text_form(s: str) -> str:
     """Words of a plain-text answer: no LaTeX wrappers, no markup, no case, no end dot."""

@@ -70,7 +70,7 @@ _UNIT_WORDS = (
 _UNIT_TEXT_RE = re.compile(
     r"\\(?:text|textbf|mbox|mathrm)\{\s*(?:(?:" + _UNIT_WORDS + r")\b[\s\^\d{}]*)+\}\s*$"
 )
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|operatorname)\{")
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mbox|mathrm|mathbf|operatorname)\s*\{")
 
 
 def _unwrap_text_cmds(s: str) -> str:
