@@ -357,3 +357,11 @@ def test_finish_reason_follows_the_call_that_wrote_the_answer(method, cut, want)
     r = run(pipe)
     assert r.finish_reason == want
     assert all(c.finish_reason == ("length" if c.stage == cut else "stop") for c in r.trace.calls)
+
+
+def test_scripted_backend_can_keep_no_call_history():
+    """Benchmarks run tens of thousands of calls: their scripted backend keeps no history."""
+    be = ScriptedBackend(responder=mixture_responder(), keep_calls=False)
+    pipe = resolve(method="moa", instances={"local": be}, seed=1, n=2, max_rounds=2)
+    r = run(pipe)
+    assert r.answer == "final answer" and len(r.trace.calls) == 5 and be.calls == []
