@@ -208,7 +208,8 @@ def _line(r: dict[str, Any]) -> str:
     out = f"{r['method']:14s} {r['item']:9s} stored judge {s['prompt']}+{s['completion']} kept {r['stored_kept']}"
     if "replay" in r:
         x = r["replay"]
-        out += f" | {x['verdict']} {x['prompt']}+{x['completion']} kept {x['kept']} stop {x['stop']} fb {x['fallback']}"
+        out += (f" | {x['verdict']} {x['prompt']}+{x['completion']} kept {x['kept']} stop {x['stop']} fb {x['fallback']}"
+                f" reply {x['response'][:60]!r}")
     return out
 
 
