@@ -94,14 +94,14 @@ def load_inputs(store: Path) -> list[JudgeInput]:
     return out
 
 
-def pipeline_for(config: Path, method: str, verdict: str, seed: int | None, backends: dict[str, Any] | None = None) -> Any:
-    """The config's pipeline for the stored `method` and seed, with another verdict; everything
-    else (agents, shuffle, k) as the stored run had it."""
+def pipeline_for(config: Path, method: str, verdict: str | None, seed: int | None, backends: dict[str, Any] | None = None) -> Any:
+    """The config's pipeline for the stored `method` and seed, with another verdict (None: the
+    method's own); everything else (agents, shuffle, k) as the stored run had it."""
     from smoa.config import build_pipeline, load_config, select_spec
 
     cfg = load_config(config)
     name, spec = select_spec(cfg, method if method in cfg.pipelines else None, method)
-    spec = spec.model_copy(update={"verdict": verdict, "seed": seed})
+    spec = spec.model_copy(update={"verdict": verdict or spec.verdict, "seed": seed})
     return build_pipeline(spec, name=name, backends=cfg.backends, instances=backends, cache=False)
 
 
@@ -130,7 +130,7 @@ def rebuilt_matches(config: Path, inp: JudgeInput) -> bool:
         return inp.call["response"]
 
     be = ScriptedBackend(responder=reply)
-    pipe = pipeline_for(config, inp.method, "full", inp.seed, backends={"local": be})
+    pipe = pipeline_for(config, inp.method, None, inp.seed, backends={"local": be})
     res, _ = asyncio.run(judge_once(pipe, inp))
     return bool(seen) and seen[0] == inp.call["messages"][0]["content"] and res["info"]["kept"] == inp.judge_info["kept"]
 
@@ -267,7 +267,7 @@ def _reprice_delta(config: Path, method: str, t: dict[str, Any], count: Any) -> 
     calls = {c["id"]: c for c in t["calls"]}
     got: list[list[dict[str, Any]]] = []
     be = ScriptedBackend(responder=lambda req: (got.append(list(req.messages)), "")[1])
-    pipe = pipeline_for(config, method, "full", t["config"].get("seed"), backends={"local": be})
+    pipe = pipeline_for(config, method, None, t["config"].get("seed"), backends={"local": be})
     eng = Engine(pipe, role_cache=False)
     conv = tuple({"role": m["role"], "content": m["content"]} for m in t["query"])
     roles = [r or None for r in t.get("roles") or []] or [None] * pipe.n
