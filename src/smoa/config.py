@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .backends.base import Backend
 from .cache import CachedBackend
-from .policy import METHODS, Policy, get_policy, parse_shuffle, parse_stop
+from .policy import METHODS, Policy, get_policy, parse_shuffle, parse_stop, parse_verdict
 from .types import ConfigError, Settings
 from .wrappers import FallbackBackend, RetryingBackend, RetryPolicy
 
@@ -144,6 +144,7 @@ class PipelineSpec(_Strict):
     # the method's policy choices, overridden per pipeline (None: the method's own; smoa.policy)
     stop: str | None = None  # "fixed", or rules joined by "+": agreement, moderator, verdict
     shuffle: bool | str | None = None  # "none" | "seed" (true) | "query"
+    verdict: str | None = None  # "full" | "terse": how much the judge and moderator write
     description: str = ""
     cache: bool | None = None  # response cache (None: on; see smoa.cache)
     deadline_s: float | None = Field(None, gt=0)  # the whole query, all calls and retries
@@ -177,10 +178,20 @@ class PipelineSpec(_Strict):
                 raise ValueError(str(e)) from None
         return v
 
+    @field_validator("verdict")
+    @classmethod
+    def _known_verdict(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_verdict(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
+
     def policy(self, where: str = "pipeline") -> Policy:
-        """The method's policy with this pipeline's own choices (stop, shuffle)."""
+        """The method's policy with this pipeline's own choices (stop, shuffle, verdict)."""
         try:
-            return get_policy(self.method).with_choices(stop=self.stop, shuffle=self.shuffle)
+            return get_policy(self.method).with_choices(stop=self.stop, shuffle=self.shuffle, verdict=self.verdict)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 

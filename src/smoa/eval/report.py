@@ -25,7 +25,7 @@ from .selection import selection_summary
 from .store import STORE_NAME, ResultsStore
 
 STAGE_ORDER = ("role", "propose", "judge", "moderate", "aggregate")
-METHOD_ORDER = ("single", "moa", "smoa", "smoa-combined", "smoa-agree", "smoa-lite", "mad", "self-moa")
+METHOD_ORDER = ("single", "moa", "smoa", "smoa-combined", "smoa-agree", "smoa-lite", "smoa-terse", "mad", "self-moa")
 STAGE_COLORS = {
     "role": "#8c8c8c", "propose": "#4c72b0", "judge": "#dd8452", "moderate": "#c44e52",
     "aggregate": "#55a868",
