@@ -21,7 +21,7 @@ from .stops import StopCutter, cut
 from .tools import ToolPlan, openai_message
 
 if TYPE_CHECKING:
-    from .app import ServerState
+    from .state import ServerState
 
 log = logging.getLogger("smoa.server")
 
