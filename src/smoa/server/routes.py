@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import re
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -27,10 +28,12 @@ from fastapi.responses import (
 )
 
 from .admission import wait_disconnect
-from .chat import build_pipeline_for, complete, start_stream
+from .chat import TRACE_HEADER, build_pipeline_for, complete, start_stream
 from .errors import ApiError, error_response, shutting_down
 from .request import parse_request, to_messages
 from .state import ServerState
+
+log = logging.getLogger("smoa.server")
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{6,64}$")
 KEY_COOKIE = "smoa_key"
@@ -123,12 +126,7 @@ async def chat_completions(request: Request, state: State) -> Response:
         # from here the slot belongs to the query's task, which frees it when it ends
         base = str(request.base_url).rstrip("/")
         if not req.stream:
-            try:
-                got = await complete(state, req, pipe, messages, base, gone)
-            except asyncio.CancelledError:
-                # only the server cancels a handler: it is shutting down past its grace
-                # period (the query was cancelled and its partial trace saved)
-                return error_response(shutting_down())
+            got = await complete(state, req, pipe, messages, base, gone)
             if got is None:
                 return Response(status_code=499)
             return JSONResponse(got[1], headers=got[2])
@@ -136,12 +134,31 @@ async def chat_completions(request: Request, state: State) -> Response:
         if started is None:
             return Response(status_code=499)
         body_iter, headers = started
+    except asyncio.CancelledError:
+        # only the server cancels a handler: it is shutting down past its grace period
+        # (the query was cancelled and its partial trace saved)
+        log.warning("a query was cancelled before its reply: the server is shutting down")
+        return error_response(shutting_down())
     finally:
         gone.cancel()  # the streaming response watches the connection itself from here
-    return StreamingResponse(
+    return EventStream(
         body_iter, media_type="text/event-stream",
         headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+class EventStream(StreamingResponse):
+    """A streamed reply that the server's shutdown may cancel (uvicorn cancels what still runs
+    when its grace period is over). The body iterator then sends a final error event and
+    [DONE] (chat._stream_body); this logs one line instead of letting the cancel escape to
+    uvicorn, which would log it as "Exception in ASGI application" with a traceback."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            trace_id = self.headers.get(TRACE_HEADER.lower(), "?")
+            log.warning("streamed reply %s cancelled: the server is shutting down", trace_id)
 
 
 @api.get("/traces.json", dependencies=keyed)
