@@ -72,10 +72,9 @@ def create_app(
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Start-up: load embedded models. Shutdown: stop their decodes (`smoa serve` only), close backends."""
     state: ServerState = app.state.smoa
-    backends = state.pipelines.instances.values()
     tasks = []
     if state.warm_up:
-        for b in backends:
+        for b in state.pipelines.instances.values():
             if b.kind == "local":  # load the embedded model now, not on the first query
                 tasks.append(asyncio.create_task(asyncio.to_thread(_warm, b)))
     yield
@@ -89,7 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ABORT.set()
     for t in tasks:
         t.cancel()
-    for b in backends:
+    for b in state.pipelines.instances.values():  # those made since start-up too
         try:
             await b.aclose()
         except Exception:  # closing is best effort
