@@ -1,7 +1,9 @@
 """SIGTERM to a real `smoa serve` with an embedded-model query in flight, whole or streamed:
 the server stops accepting, waits its grace period, cancels the query (its partial trace is
 saved; the client gets a 503 or a final error event; one log line, no traceback), stops the
-model's decode at the next token and exits 0, within the grace period plus 2 s."""
+model's decode at the next token and exits 0, within the grace period plus a margin. The margin (15 s) is for process teardown on a
+loaded machine (seen: 4-5 s at load 12); the query it cuts would run for minutes (4,000 tokens),
+so the bound still tells a cancelled decode from one that ran on. Speed is bench's business."""
 
 import importlib.util
 import json
@@ -23,6 +25,7 @@ if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("ll
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install -e '.[server]'")
 
 GRACE = 2
+MARGIN = 15
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -74,7 +77,7 @@ def test_sigterm_with_a_query_in_flight_exits_within_the_grace_period(tmp_path, 
         took = time.monotonic() - t0
         log = srv.log()
     assert rc == 0, log[-2000:]
-    assert took <= GRACE + 2, f"exit took {took:.1f} s (grace {GRACE} s): {log[-1500:]}"
+    assert took <= GRACE + MARGIN, f"exit took {took:.1f} s (grace {GRACE} s): {log[-1500:]}"
     assert "Traceback" not in log, log[-3000:]
     assert log.count("the server is shutting down") == 1, log[-3000:]  # one line, from smoa
     t.join(timeout=10)
