@@ -2,16 +2,15 @@
 max_tokens its verdict calls run under, counted fallbacks on bad verdicts, and the parsing
 of terse and hostile verdicts (scripted backend)."""
 
-import asyncio
 import json
 import random
 import re
 
 import pytest
+from scripted_engine import make, numbered, run, stages
 
-from smoa import ConfigError, resolve
+from smoa import ConfigError
 from smoa.config import PipelineSpec, build_pipeline
-from smoa.engine import Engine
 from smoa.eval.report import METHOD_ORDER
 from smoa.policy import METHODS, POLICIES, Shuffle, Stop, Verdict, get_policy
 from smoa.testing import ScriptedBackend, mixture_responder, stage_of
@@ -24,24 +23,6 @@ from smoa.verdicts import (
     resolve_selection,
     terse_judge_schema,
 )
-
-
-def make(method, responder, **kw):
-    be = ScriptedBackend(responder=responder)
-    kw.setdefault("seed", 1)
-    return be, resolve(method=method, instances={"local": be}, **kw)
-
-
-def run(pipe, q="What is 2+2?"):
-    return asyncio.run(Engine(pipe, role_cache=False).run(q))
-
-
-def stages(trace):
-    return [(c.stage, c.layer) for c in trace.calls]
-
-
-def numbered(req):
-    return f"Working it out with seed {req.settings.seed}. The answer is {req.settings.seed}."
 
 
 def terse(stop, selected=(1, 2), reasoning="2 checks out"):
