@@ -29,13 +29,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .backends.base import Backend
 from .cache import CachedBackend
 from .policy import METHODS, Policy, get_policy, parse_shuffle, parse_stop, parse_verdict
 from .types import ConfigError, Settings
 from .wrappers import FallbackBackend, RetryingBackend, RetryPolicy
+
+_CHOICE_PARSERS: dict[str | None, Any] = {"stop": parse_stop, "shuffle": parse_shuffle, "verdict": parse_verdict}
 
 DEFAULT_DATASET = "Open-ended questions and tasks from users of a general-purpose assistant."
 DEFAULT_TASK = "Answer the user's question correctly, clearly and helpfully."
@@ -158,32 +168,13 @@ class PipelineSpec(_Strict):
             raise ValueError(f"unknown method {v!r}: use one of {', '.join(METHODS)}")
         return v
 
-    @field_validator("stop")
+    @field_validator("stop", "shuffle", "verdict")
     @classmethod
-    def _known_stop(cls, v: str | None) -> str | None:
+    def _known_choice(cls, v: Any, info: ValidationInfo) -> Any:
+        """A policy choice by name: the policy module's own parser says what is valid."""
         if v is not None:
             try:
-                parse_stop(v)
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-        return v
-
-    @field_validator("shuffle")
-    @classmethod
-    def _known_shuffle(cls, v: bool | str | None) -> bool | str | None:
-        if v is not None:
-            try:
-                parse_shuffle(v)
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-        return v
-
-    @field_validator("verdict")
-    @classmethod
-    def _known_verdict(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                parse_verdict(v)
+                _CHOICE_PARSERS[info.field_name](v)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
         return v
