@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import fake_server
+from .common import fake_server, line, median
 
 ROLES = ["a careful checker", "a fast estimator", "a patient teacher", "a sceptical editor"]
 
@@ -65,18 +64,20 @@ def run(repeats: int = 7) -> dict[str, Any]:
             traced = float(json.loads(trace.read_text(encoding="utf-8"))["wall_s"])
             ask_wall.append(wall)
             ask_ratio.append(wall / traced)
-    out: dict[str, Any] = {"repeats": repeats, "median_s": {k: round(statistics.median(v), 3) for k, v in times.items()}}
-    out["ask_wall_s"] = round(statistics.median(ask_wall), 3)
-    out["ask_over_trace"] = round(statistics.median(ask_ratio), 3)
+    out: dict[str, Any] = {"repeats": repeats, "median_s": {k: round(median(v), 3) for k, v in times.items()}}
+    out["ask_wall_s"] = round(median(ask_wall), 3)
+    out["ask_over_trace"] = round(median(ask_ratio), 3)
     out["load_avg_1m"] = round(os.getloadavg()[0], 2)
     return out
 
 
 def report(res: dict[str, Any]) -> str:
     m = res["median_s"]
-    lines = [f"CLI start-up, medians of {res['repeats']} (1-minute load average {res['load_avg_1m']}):"]
-    for name, target in (("python -c pass", None), ("smoa --help", 0.15), ("smoa ask --help", 0.15)):
-        t = f"  target < {target} s" if target else "  (the floor)"
-        lines.append(f"  {name:<18} {m[name]:.3f} s{t}")
-    lines.append(f"  smoa ask (13 calls, 0.1 s server): {res['ask_wall_s']:.3f} s, {res['ask_over_trace']:.3f}x its trace's wall  target < 1.15")
-    return "\n".join(lines)
+    return "\n".join([
+        f"CLI start-up, medians of {res['repeats']} (1-minute load average {res['load_avg_1m']}):",
+        line("python -c pass, s (the floor)", m["python -c pass"]),
+        line("smoa --help, s", m["smoa --help"], 0.15),
+        line("smoa ask --help, s", m["smoa ask --help"], 0.15),
+        line("smoa ask over its trace's wall", res["ask_over_trace"], 1.15,
+             note=f"{res['ask_wall_s']:.3f} s; 13 calls, 0.1 s server"),
+    ])
