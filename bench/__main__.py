@@ -27,7 +27,7 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
     elif name == "throughput":
         from . import throughput as m
 
-        res = m.run(queries=100 if quick else 500, memory_sizes=(20, 100) if quick else (100, 1000))
+        res = m.run(queries=100 if quick else 500, memory_sizes=(20, 100) if quick else m.MEMORY_SIZES)
     elif name == "library":
         from . import library as m
 
