@@ -231,6 +231,7 @@ class Engine:
         rec.estimated = comp.estimated
         rec.finish_reason = comp.finish_reason
         rec.response_model = comp.model or None
+        rec.prompt_evaluated = comp.prompt_evaluated
         await self._emit(
             self.on_event,
             {"type": "call_end", "call": rec.id, "stage": stage, "layer": layer, "agent": agent.name,

@@ -42,8 +42,7 @@ MIN_REL_FLOOR = 1e-4  # of the largest |logit|: float32 sums of ~1e3 terms round
 
 
 def _fresh(dec: BatchDecoder) -> None:
-    dec.lib.llama_memory_clear(dec.lib.llama_get_memory(dec.ctx), True)
-    dec.llm.reset()
+    dec.forget()
 
 
 def _decode_rows(dec: BatchDecoder, tokens: list[int], start: int, want_from: int) -> list[Any]:
