@@ -16,7 +16,7 @@ from typing import Any
 
 from .common import machine
 
-NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack")
+NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack", "prefix")
 
 
 def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
@@ -56,6 +56,10 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
         from . import hijack as m
 
         res = m.run(seeds=2 if quick else 4)
+    elif name == "prefix":
+        from . import prefix as m
+
+        res = m.run(queries=2 if quick else 3, quick=quick)
     else:
         raise SystemExit(f"unknown benchmark {name!r}: use {', '.join(NAMES)}")
     return res, m.report(res)

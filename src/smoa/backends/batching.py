@@ -478,7 +478,7 @@ class BatchDecoder:
     @staticmethod
     def _emit(on_text: Callable[[int, str], None], s: int, job: GenJob, text: str, sent: list[str]) -> None:
         """Send the new part of `text`, holding back a tail that could begin a stop string."""
-        hold = max((len(x) - 1 for x in job.stop if x), default=0)
+        hold = max((k for x in job.stop if x for k in range(1, len(x)) if text.endswith(x[:k])), default=0)
         safe = text[: len(text) - hold] if hold else text
         if safe.startswith(sent[s]) and len(safe) > len(sent[s]):
             on_text(s, safe[len(sent[s]):])
