@@ -16,7 +16,7 @@ from typing import Any
 
 from .common import machine
 
-NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack", "prefix")
+NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack", "prefix", "concurrent")
 
 
 def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
@@ -60,6 +60,10 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
         from . import prefix as m
 
         res = m.run(queries=2 if quick else 3, quick=quick)
+    elif name == "concurrent":
+        from . import concurrent as m
+
+        res = m.run(queries=2 if quick else 4, repeats=1)
     else:
         raise SystemExit(f"unknown benchmark {name!r}: use {', '.join(NAMES)}")
     return res, m.report(res)

@@ -1,13 +1,16 @@
 """Prompt tokens evaluated per smoa query on the embedded model, without and with KV reuse.
 
 smoa (n=3, k=2, up to 2 layers, fixed roles, temperature 0, response cache off) on the
-first GSM8K test items, run one query after another on the embedded model: first every
-query with `options.kv_reuse = false` (every prompt evaluated from an empty KV cache; a
-layer's proposers still share their common prefix inside one batch, as before reuse),
-then every query again with reuse on, continuing from the KV state earlier queries left
-(repeated roles and prompt headers across queries are part of what reuse saves). Per
-stage: prompt tokens sent and prompt tokens evaluated, from the trace
-(`CallRecord.prompt_evaluated`); per query: wall time. The model is Qwen2.5-Coder-1.5B
+first GSM8K test items, run one query after another on the embedded model, each query
+twice: with `options.kv_reuse = false` (every prompt evaluated from an empty KV cache; a
+layer's proposers still share their common prefix inside one batch, as before reuse) and
+with reuse on. The two variants have a model context each (same file, n_ctx 4096 and
+4097, so get_model keeps them apart): the reuse variant continues from the KV state its
+earlier queries left (repeated roles and prompt headers across queries are part of what
+reuse saves) while the runs interleave (cold first, then reuse first, ...), so a
+loaded machine slows both alike. Per stage: prompt tokens sent and prompt tokens
+evaluated, from the trace (`CallRecord.prompt_evaluated`); per query: wall time, and
+the ratio reuse / cold of each pair. The model is Qwen2.5-Coder-1.5B
 where its file is installed (or SMOA_BENCH_MODEL names a .gguf), SmolLM2-135M otherwise
 and with --quick.
 """
@@ -51,20 +54,18 @@ def pipeline(path: str | None, kv_reuse: bool, s: dict[str, Any] = SETTINGS) -> 
         agent=AgentSpec(backend="local", max_tokens=s["max_tokens"], temperature=s["temperature"]),
         judge=structured, moderator=structured,
     )
-    backends = {"local": BackendSpec(type="local", model_path=path, options={"kv_reuse": kv_reuse})}
+    backends = {"local": BackendSpec(type="local", model_path=path, n_ctx=4097 if kv_reuse else 4096,
+                                     options={"kv_reuse": kv_reuse})}
     return build_pipeline(spec, name=f"prefix-{'reuse' if kv_reuse else 'cold'}", cache=False, backends=backends)
 
 
-async def _queries(pipe: Any, questions: list[str]) -> list[Any]:
+async def _query(pipe: Any, question: str) -> Any:
     from smoa.engine import Engine
 
-    traces = []
-    for q in questions:
-        t0 = time.perf_counter()
-        r = await Engine(pipe).run(q)
-        r.trace.wall_s = r.trace.wall_s or time.perf_counter() - t0
-        traces.append(r.trace)
-    return traces
+    t0 = time.perf_counter()
+    r = await Engine(pipe).run(question)
+    r.trace.wall_s = r.trace.wall_s or time.perf_counter() - t0
+    return r.trace
 
 
 def _summary(traces: list[Any]) -> dict[str, Any]:
@@ -94,16 +95,22 @@ def run(queries: int = 3, quick: bool = False) -> dict[str, Any]:
     questions = [it["question"] + "\nEnd with: The answer is <number>." for it in items]
     out: dict[str, Any] = {"queries": len(questions), "settings": SETTINGS,
                            "model": Path(path).name if path else "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    pipes = {"cold": pipeline(path, False), "reuse": pipeline(path, True)}
+    traces: dict[str, list[Any]] = {"cold": [], "reuse": []}
     with private_cache_dir():
-        # a model load is not a query: load it first
         from smoa.backends.local import LocalBackend
 
-        LocalBackend(model_path=path).model  # noqa: B018
-        for name, reuse in (("cold", False), ("reuse", True)):
-            out[name] = _summary(asyncio.run(_queries(pipeline(path, reuse), questions)))
+        for n_ctx in (4096, 4097):  # a model load is not a query: load both contexts first
+            LocalBackend(model_path=path, n_ctx=n_ctx).model  # noqa: B018
+        for i, q in enumerate(questions):
+            for name in (("cold", "reuse") if i % 2 == 0 else ("reuse", "cold")):
+                traces[name].append(asyncio.run(_query(pipes[name], q)))
+    for name, ts in traces.items():
+        out[name] = _summary(ts)
     c, r = out["cold"], out["reuse"]
     out["evaluated_ratio"] = r["prompt_evaluated"] / c["prompt_evaluated"]
-    out["wall_ratio"] = r["wall_s_median"] / c["wall_s_median"]
+    out["wall_ratios"] = [round(b.wall_s / a.wall_s, 3) for a, b in zip(traces["cold"], traces["reuse"], strict=True)]
+    out["wall_ratio"] = median(out["wall_ratios"])
     out["same_answers"] = sum(a == b for a, b in zip(c["answers"], r["answers"], strict=True))
     return out
 
@@ -127,6 +134,7 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"  {name:<6} prompt evaluated {x['prompt_evaluated']:.0f} of {x['prompt_sent']:.0f} sent, "
                      f"completion {x['completion_tokens']:.0f}, wall per query {x['wall_s']} s (median "
                      f"{x['wall_s_median']:.1f})")
-    lines.append(f"  evaluated reuse / cold {res['evaluated_ratio']:.2f}, wall reuse / cold {res['wall_ratio']:.2f}, "
+    lines.append(f"  evaluated reuse / cold {res['evaluated_ratio']:.2f}, wall reuse / cold per query {res['wall_ratios']} "
+                 f"(median {res['wall_ratio']:.2f}), "
                  f"same final answer in {res['same_answers']} of {res['queries']}")
     return "\n".join(lines)
