@@ -89,7 +89,7 @@ def _summary(traces: list[Any]) -> dict[str, Any]:
             "answers": [t.answer for t in traces]}
 
 
-def run(queries: int = 3, quick: bool = False) -> dict[str, Any]:
+def run(queries: int = 3, quick: bool = False, progress: bool = True) -> dict[str, Any]:
     path = model_path(quick)
     items = load_items(queries)
     questions = [it["question"] + "\nEnd with: The answer is <number>." for it in items]
@@ -104,7 +104,14 @@ def run(queries: int = 3, quick: bool = False) -> dict[str, Any]:
             LocalBackend(model_path=path, n_ctx=n_ctx).model  # noqa: B018
         for i, q in enumerate(questions):
             for name in (("cold", "reuse") if i % 2 == 0 else ("reuse", "cold")):
-                traces[name].append(asyncio.run(_query(pipes[name], q)))
+                t = asyncio.run(_query(pipes[name], q))
+                traces[name].append(t)
+                if progress:
+                    sm = _summary([t])
+                    print(f"  [query {i + 1} {name}: evaluated {sm['prompt_evaluated']:.0f} of {sm['prompt_sent']:.0f} "
+                          f"sent, {sm['completion_tokens']:.0f} generated, {t.wall_s:.1f} s; by stage "
+                          + ", ".join(f"{st} {a['prompt_evaluated']:.0f}/{a['prompt_tokens']:.0f}"
+                                      for st, a in sm["per_query_by_stage"].items()) + "]", flush=True)
     for name, ts in traces.items():
         out[name] = _summary(ts)
     c, r = out["cold"], out["reuse"]
