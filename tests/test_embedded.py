@@ -36,7 +36,7 @@ def test_smoa_end_to_end_on_embedded_model():
         kept = [r.trace.calls[stages.index("propose") + i].response for i in r.trace.layers[0]["kept"]]
         for c in r.trace.calls:
             if c.stage == "propose" and c.layer == 2:
-                assert c.messages[0]["content"].count("<<<answer ") == len(kept)
+                assert c.messages[-1]["content"].count("<<<answer ") == len(kept)
     json.loads(r.trace.to_json())
 
 
