@@ -11,8 +11,8 @@ reuse saves) while the runs interleave (cold first, then reuse first, ...), so a
 loaded machine slows both alike. Per stage: prompt tokens sent and prompt tokens
 evaluated, from the trace (`CallRecord.prompt_evaluated`); per query: wall time, and
 the ratio reuse / cold of each pair. The model is Qwen2.5-Coder-1.5B
-where its file is installed (or SMOA_BENCH_MODEL names a .gguf), SmolLM2-135M otherwise
-and with --quick.
+where its file is installed (or SMOA_BENCH_MODEL names a .gguf file or a catalog name,
+e.g. smollm2-135m), SmolLM2-135M otherwise and with --quick.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 from .common import median, private_cache_dir
 from .cost import load_items
 
-QWEN = Path("/root/.local/share/smoa/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+QWEN = "qwen2.5-coder-1.5b"  # smoa.models catalog name: used where installed
 STAGES = ("propose", "judge", "moderate", "aggregate")
 ROLES = (
     "You are a careful mathematician who checks every step and every unit.",
@@ -39,10 +39,22 @@ SETTINGS = {"n": 3, "k": 2, "max_rounds": 2, "max_tokens": 160, "judge_max_token
 def model_path(quick: bool) -> str | None:
     if quick:
         return None
-    env = os.environ.get("SMOA_BENCH_MODEL")
+    from smoa.models import find, installed_path, resolve
+
+    env = os.environ.get("SMOA_BENCH_MODEL")  # a .gguf path or a catalog name
     if env:
-        return env
-    return str(QWEN) if QWEN.is_file() else None
+        return env if env.endswith(".gguf") else str(resolve(env))
+
+    qwen = installed_path(find(QWEN))
+    return str(qwen) if qwen is not None else None
+
+
+def threads() -> int | None:
+    """SMOA_BENCH_THREADS: llama.cpp threads (default: one per CPU). On a machine that other
+    jobs load, 1 thread avoids the stalls of threads that wait for each other at every step;
+    which tokens are evaluated does not depend on it."""
+    t = os.environ.get("SMOA_BENCH_THREADS")
+    return int(t) if t else None
 
 
 def pipeline(path: str | None, kv_reuse: bool, s: dict[str, Any] = SETTINGS) -> Any:
@@ -54,7 +66,7 @@ def pipeline(path: str | None, kv_reuse: bool, s: dict[str, Any] = SETTINGS) -> 
         agent=AgentSpec(backend="local", max_tokens=s["max_tokens"], temperature=s["temperature"]),
         judge=structured, moderator=structured,
     )
-    backends = {"local": BackendSpec(type="local", model_path=path, n_ctx=4097 if kv_reuse else 4096,
+    backends = {"local": BackendSpec(type="local", model_path=path, n_ctx=4097 if kv_reuse else 4096, n_threads=threads(),
                                      options={"kv_reuse": kv_reuse})}
     return build_pipeline(spec, name=f"prefix-{'reuse' if kv_reuse else 'cold'}", cache=False, backends=backends)
 
@@ -101,7 +113,7 @@ def run(queries: int = 3, quick: bool = False, progress: bool = True) -> dict[st
         from smoa.backends.local import LocalBackend
 
         for n_ctx in (4096, 4097):  # a model load is not a query: load both contexts first
-            LocalBackend(model_path=path, n_ctx=n_ctx).model  # noqa: B018
+            LocalBackend(model_path=path, n_ctx=n_ctx, n_threads=threads()).model  # noqa: B018
         for i, q in enumerate(questions):
             for name in (("cold", "reuse") if i % 2 == 0 else ("reuse", "cold")):
                 t = asyncio.run(_query(pipes[name], q))

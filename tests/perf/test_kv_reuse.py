@@ -204,3 +204,65 @@ def test_trace_records_prompt_tokens_evaluated(local):
     # the synthesize prompt, the same for each proposer, is evaluated once
     assert later and sum(c.prompt_evaluated for c in later) < sum(c.prompt_tokens for c in later)
     assert r.trace.to_dict()["calls"][0]["prompt_evaluated"] == calls[0].prompt_evaluated
+
+
+def _first_difference(a, b):
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def test_smoa_queries_with_reuse_give_what_cold_prompts_give(local):
+    """Temperature 0: every call of two smoa queries run with KV reuse (each prompt starting
+    from what earlier calls and the earlier query left) gives the tokens that the same
+    prompt gives alone from an empty cache. Where a CPU's kernels round a near-tie the other
+    way, the two may part, but only there: at the first differing token the cold run's own
+    logits rate the two choices within batchcheck's bound (twice llama.cpp's disagreement
+    with itself on that path, token by token against one shot)."""
+    import numpy as np
+
+    from smoa.backends.batchcheck import MIN_REL_FLOOR, replay_one_row, replay_one_shot
+    from smoa.config import AgentSpec, PipelineSpec, build_pipeline
+    from smoa.engine import Engine
+
+    be, m = local
+    structured = AgentSpec(temperature=0.0, max_tokens=48)
+    spec = PipelineSpec(method="smoa", n=3, k=2, max_rounds=2, seed=2, roles=list(ROLES),
+                        agent=AgentSpec(temperature=0.0, max_tokens=16), judge=structured, moderator=structured)
+    pipe = build_pipeline(spec, cache=False, instances={"local": be})
+    record = []
+    real = m.decoder.generate
+
+    def spy(jobs, **kw):
+        res = real(jobs, **kw)
+        record.extend(zip(jobs, res, strict=True))
+        return res
+
+    m.decoder.generate = spy
+    try:
+        traces = [asyncio.run(Engine(pipe).run(q)).trace for q in ("What is 12 times 12?", "Name the largest planet.")]
+    finally:
+        del m.decoder.generate
+    stages = {c.stage for t in traces for c in t.calls}
+    assert {"propose", "judge", "aggregate"} <= stages
+    assert len(record) == sum(len(t.calls) for t in traces)
+    assert sum(r.prompt_evaluated for _, r in record) < sum(r.prompt_tokens for _, r in record) // 2
+    parted = []
+    with m.lock:
+        for i, (job, warm) in enumerate(record):
+            m.decoder.forget()
+            cold = m.decoder.generate([job], reuse=False, keep_logits=True)[0]
+            assert cold.prompt_evaluated == len(job.tokens)
+            if cold.tokens == warm.tokens:
+                continue
+            d = _first_difference(cold.tokens, warm.tokens)
+            path = [tok for tok, _ in cold.steps][: d + 1]
+            one = replay_one_row(m.decoder, job.tokens, path)
+            shot = replay_one_shot(m.decoder, job.tokens, path)
+            scale = max(float(np.max(np.abs(x))) for x in one)
+            floor = max(max(float(np.max(np.abs(x - y))) for x, y in zip(one, shot, strict=True)), MIN_REL_FLOOR * scale)
+            logits = cold.steps[d][1]
+            theirs = [warm.tokens[d]] if d < len(warm.tokens) else m.decoder.eog  # warm ended: some end token
+            margin = float(logits[path[d]] - max(logits[t] for t in theirs))
+            where = f"call {i}, token {d}: margin {margin:.4f}, bound {2 * floor:.4f} on {cpu_summary()}"
+            assert margin <= 2 * (2 * floor), f"reuse changed a greedy choice that was no near-tie: {where}"
+            parted.append(where)
+    print(f"{len(record)} calls, {len(parted)} parted at a near-tie: {parted}")

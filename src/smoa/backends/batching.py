@@ -271,15 +271,15 @@ class BatchDecoder:
         reuse = [0] * m
         taken: set[int] = set()
         for i in sorted(range(m), key=lambda i: -best[i][0]):
-            n, s = best[i]
-            if s is None:
+            n, held = best[i]
+            if held is None:
                 continue
             reuse[i] = n
-            if s in taken:
-                src[i] = s
+            if held in taken:
+                src[i] = held
             else:
-                seq[i] = s
-                taken.add(s)
+                seq[i] = held
+                taken.add(held)
         need = sum(len(j.tokens) - r + j.max_tokens for j, r in zip(jobs, reuse, strict=True))
         kept = sum(reuse[i] for i in range(m) if seq[i] is not None)
         others = sorted((s for s in self.resident if s not in taken), key=lambda s: self._used.get(s, 0))
