@@ -17,7 +17,7 @@ from typing import Any
 
 from .common import median, private_cache_dir
 from .cost import load_items
-from .prefix import ROLES
+from .prefix import ROLES, threads
 
 SETTINGS = {"n": 3, "k": 2, "max_rounds": 2, "max_tokens": 64, "judge_max_tokens": 96, "temperature": 0.7, "seed": 1}
 
@@ -32,14 +32,14 @@ def _pipeline(n_ctx: int) -> Any:
         agent=AgentSpec(backend="local", max_tokens=s["max_tokens"], temperature=s["temperature"]),
         judge=structured, moderator=structured,
     )
-    return build_pipeline(spec, name="concurrent", cache=False, backends={"local": BackendSpec(type="local", n_ctx=n_ctx)})
+    return build_pipeline(spec, name="concurrent", cache=False, backends={"local": BackendSpec(type="local", n_ctx=n_ctx, n_threads=threads())})
 
 
 async def _variant(pipe: Any, questions: list[str], together: bool, n_ctx: int) -> dict[str, Any]:
     from smoa.backends.local import LocalBackend
     from smoa.engine import Engine
 
-    col = LocalBackend(n_ctx=n_ctx).model.collector()
+    col = LocalBackend(n_ctx=n_ctx, n_threads=threads()).model.collector()
     before = len(col.batches)
     t0 = time.perf_counter()
     if together:
