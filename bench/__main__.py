@@ -16,7 +16,8 @@ from typing import Any
 
 from .common import machine
 
-NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack", "prefix", "concurrent")
+NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack", "startup", "prefix",
+         "concurrent")
 
 
 def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
@@ -56,6 +57,10 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
         from . import hijack as m
 
         res = m.run(seeds=2 if quick else 4)
+    elif name == "startup":
+        from . import startup as m
+
+        res = m.run(repeats=3 if quick else 7)
     elif name == "prefix":
         from . import prefix as m
 

@@ -80,6 +80,7 @@ def child(kind: str, base_url: str, count: int, latency_s: float) -> dict[str, A
         be = ScriptedBackend(
             responder=mixture_responder(propose=lambda r: f"answer from seed {r.settings.seed}: {len(r.messages)}"),
             latency_s=latency_s,
+            keep_calls=False,  # its call history would grow with the queries: not the engine's memory
         )
         pipe = build_pipeline(PipelineSpec(method="smoa", n=8, k=3, max_rounds=3, seed=1), instances={"local": be}, cache=False)
 

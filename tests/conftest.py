@@ -1,5 +1,7 @@
+import gc
 import os
 import socket
+import warnings
 
 import pytest
 
@@ -39,6 +41,34 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SMOA_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.delenv("SMOA_NO_TRACE_STORE", raising=False)
     monkeypatch.delenv("SMOA_API_KEY", raising=False)
+
+
+LEAK_CHECK = bool(os.environ.get("SMOA_LEAK_CHECK"))
+
+
+@pytest.fixture(autouse=True)
+def _leak_check():
+    """SMOA_LEAK_CHECK=1: a test that leaves a session, transport or socket unclosed fails
+    (its garbage is collected after it; with PYTHONTRACEMALLOC=20 the message says where the
+    object was made). Off by default: a collection per test costs about a minute a suite.
+    tests/rawhttp.py's no_leaks() is the always-on check around the HTTP client tests."""
+    if not LEAK_CHECK:
+        yield
+        return
+    import tracemalloc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    leaks = []
+    for w in caught:
+        if issubclass(w.category, ResourceWarning):
+            tb = tracemalloc.get_object_traceback(w.source) if w.source is not None else None
+            where = "\n".join(tb.format()[-12:]) if tb else ""
+            leaks.append(f"{w.message}, made at:\n{where}" if where else str(w.message))
+    if leaks:
+        pytest.fail("left unclosed:\n" + "\n".join(leaks), pytrace=False)
 
 
 _real_connect = socket.socket.connect

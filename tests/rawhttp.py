@@ -11,6 +11,7 @@ against them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import ssl
@@ -159,18 +160,25 @@ def run(coro_fn: Callable[[], Awaitable], limit_s: float = 15):
         async with asyncio.timeout(limit_s):
             return await coro_fn()
 
-    # earlier tests' garbage is collected first, outside the window: only this loop's
+    with no_leaks():
+        return asyncio.run(bounded())
+
+
+@contextlib.contextmanager
+def no_leaks():
+    """Fails when what runs inside leaves anything unclosed (a ResourceWarning: a session,
+    connector, transport or socket), seen while it ran or when its garbage was collected."""
+    # earlier tests' garbage is collected first, outside the window: only this block's
     # leftovers count (a transport another test dropped was once blamed on the first test here)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
-        result = asyncio.run(bounded())
+        yield
         gc.collect()
     leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert not leaks, f"left unclosed: {leaks}"
-    return result
 
 
 # -- response bytes -------------------------------------------------------------------

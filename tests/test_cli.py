@@ -158,3 +158,25 @@ def test_lazy_subcommands_load_on_use_and_keep_their_help():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]", p.stdout
+
+
+def test_ask_imports_only_its_path(cfg, tmp_path):
+    """`smoa ask --help` imports neither pydantic nor aiohttp nor the engine; `smoa ask` over an
+    HTTP backend imports none of the other paths' heavy modules (the openai SDK, llama_cpp,
+    numpy, server, eval, models, and the trace store under --no-store)."""
+    code = ("import sys, smoa.cli\n"
+            "from click.testing import CliRunner\n"
+            "def loaded(names):\n"
+            "    return [m for m in names if m in sys.modules]\n"
+            "r = CliRunner().invoke(smoa.cli.main, ['ask', '--help'])\n"
+            "assert r.exit_code == 0 and '--config' in r.output, r.output\n"
+            "print(loaded(('pydantic', 'aiohttp', 'jinja2', 'smoa.config', 'smoa.engine', 'smoa.api')))\n"
+            "r = CliRunner().invoke(smoa.cli.main, ['ask', '--config', sys.argv[1], '--no-store', '-q', 'What is 3+4?'])\n"
+            "assert r.exit_code == 0 and r.output.strip(), r.output\n"
+            "assert 'aiohttp' in sys.modules and 'smoa.engine' in sys.modules\n"
+            "print(loaded(('openai', 'llama_cpp', 'numpy', 'httpx', 'smoa.server', 'smoa.eval', 'smoa.models',\n"
+            "              'smoa.backends.local', 'smoa.web', 'smoa.tracestore')))\n")
+    env = {**__import__("os").environ, "SMOA_CACHE_DIR": str(tmp_path / "cache"), "SMOA_NO_TRACE_STORE": "1"}
+    p = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:2] == ["[]", "[]"], p.stdout

@@ -390,3 +390,11 @@ def test_prompts_that_carry_answers_share_their_front():
     judge = next(c for c in calls if c.stage == "judge").messages[-1]["content"]
     assert _shared_prefix(judge, text) >= len("## The user's message\nWhat is 2+2?\n\n## ")
     assert judge.index(" 2 best") > judge.index("## Your task\n")  # k after the candidates
+
+
+def test_scripted_backend_can_keep_no_call_history():
+    """Benchmarks run tens of thousands of calls: their scripted backend keeps no history."""
+    be = ScriptedBackend(responder=mixture_responder(), keep_calls=False)
+    pipe = resolve(method="moa", instances={"local": be}, seed=1, n=2, max_rounds=2)
+    r = run(pipe)
+    assert r.answer == "final answer" and len(r.trace.calls) == 5 and be.calls == []

@@ -6,6 +6,7 @@ test_http_tls_proxy.py."""
 import asyncio
 
 import pytest
+from rawhttp import no_leaks
 
 from smoa import BackendError, ConfigError, resolve
 from smoa.backends.openai_backend import OpenAIBackend
@@ -53,6 +54,26 @@ def stream(be, request):
             await be.aclose()
         return out
     return asyncio.run(go())
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_one_backend_across_event_loops_closes_each_loops_connections(fake, client):
+    # each asyncio.run gets its own connections, closed with its loop without an aclose():
+    # the openai-sdk client once kept one client for all loops, and its connections on
+    # finished loops were left for the garbage collector (3 unclosed transports, issue 17)
+    async def both(be):
+        got = await be.complete(req())
+        events = [ev async for ev in be.stream(req())]
+        return got, events
+
+    def queries():  # the backend is garbage when this returns
+        be = OpenAIBackend(base_url=fake.base_url, http_client=client, max_retries=0, name="fake")
+        for _ in range(3):
+            got, events = asyncio.run(both(be))
+            assert got.text and events[-1].completion is not None
+
+    with no_leaks():
+        queries()
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -1,35 +1,17 @@
 """Methods as typed policies: exact call graphs of the sparse-step variants, the query
 shuffle, the method rules and clear errors for bad policy names (scripted backend)."""
 
-import asyncio
 import json
 import re
 
 import pytest
+from scripted_engine import make, numbered, run, stages
 
-from smoa import ConfigError, resolve
+from smoa import ConfigError
 from smoa.config import PipelineSpec, build_pipeline
-from smoa.engine import Engine, query_rng
+from smoa.engine import query_rng
 from smoa.policy import METHODS, POLICIES, Forward, Shuffle, Stop, get_policy, parse_stop
 from smoa.testing import ScriptedBackend, mixture_responder
-
-
-def make(method, responder=None, **kw):
-    be = ScriptedBackend(responder=responder or mixture_responder())
-    kw.setdefault("seed", 1)
-    return be, resolve(method=method, instances={"local": be}, **kw)
-
-
-def run(pipe, q="What is 2+2?"):
-    return asyncio.run(Engine(pipe, role_cache=False).run(q))
-
-
-def stages(trace):
-    return [(c.stage, c.layer) for c in trace.calls]
-
-
-def numbered(req):
-    return f"Working it out with seed {req.settings.seed}. The answer is {req.settings.seed}."
 
 
 def verdict(stop, selected=(1, 2)):

@@ -18,7 +18,7 @@ from smoa.eval.store import ResultsStore
 from smoa.testing import ServerProcess
 from smoa.types import BackendError, Request
 
-CLIENTS = ("builtin", "openai-sdk")
+CLIENTS = ("aiohttp", "openai-sdk")
 USAGE_LIES = {"huge-usage": r"usage.completion_tokens=10000000000000", "negative-usage": r"usage.completion_tokens=-5",
               "text-usage": r"usage.completion_tokens='lots'"}
 

@@ -21,6 +21,8 @@ def fail(msg: object, code: int = 2) -> NoReturn:
 
 def save_cli_trace(trace: Any, enabled: bool = True) -> str | None:
     """Save a CLI query's trace unless opted out; never fails the command (returns the id or None)."""
+    if not enabled:  # --no-store: not even the store's import (sqlite3)
+        return None
     from .redaction import redact
     from .tracestore import open_store
 

@@ -29,13 +29,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .backends.base import Backend
 from .cache import CachedBackend
-from .policy import METHODS, Policy, get_policy, parse_shuffle, parse_stop
+from .policy import METHODS, Policy, get_policy, parse_shuffle, parse_stop, parse_verdict
 from .types import ConfigError, Settings
 from .wrappers import FallbackBackend, RetryingBackend, RetryPolicy
+
+_CHOICE_PARSERS: dict[str | None, Any] = {"stop": parse_stop, "shuffle": parse_shuffle, "verdict": parse_verdict}
 
 DEFAULT_DATASET = "Open-ended questions and tasks from users of a general-purpose assistant."
 DEFAULT_TASK = "Answer the user's question correctly, clearly and helpfully."
@@ -144,6 +154,7 @@ class PipelineSpec(_Strict):
     # the method's policy choices, overridden per pipeline (None: the method's own; smoa.policy)
     stop: str | None = None  # "fixed", or rules joined by "+": agreement, moderator, verdict
     shuffle: bool | str | None = None  # "none" | "seed" (true) | "query"
+    verdict: str | None = None  # "full" | "terse": how much the judge and moderator write
     description: str = ""
     cache: bool | None = None  # response cache (None: on; see smoa.cache)
     deadline_s: float | None = Field(None, gt=0)  # the whole query, all calls and retries
@@ -157,30 +168,21 @@ class PipelineSpec(_Strict):
             raise ValueError(f"unknown method {v!r}: use one of {', '.join(METHODS)}")
         return v
 
-    @field_validator("stop")
+    @field_validator("stop", "shuffle", "verdict")
     @classmethod
-    def _known_stop(cls, v: str | None) -> str | None:
+    def _known_choice(cls, v: Any, info: ValidationInfo) -> Any:
+        """A policy choice by name: the policy module's own parser says what is valid."""
         if v is not None:
             try:
-                parse_stop(v)
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-        return v
-
-    @field_validator("shuffle")
-    @classmethod
-    def _known_shuffle(cls, v: bool | str | None) -> bool | str | None:
-        if v is not None:
-            try:
-                parse_shuffle(v)
+                _CHOICE_PARSERS[info.field_name](v)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
         return v
 
     def policy(self, where: str = "pipeline") -> Policy:
-        """The method's policy with this pipeline's own choices (stop, shuffle)."""
+        """The method's policy with this pipeline's own choices (stop, shuffle, verdict)."""
         try:
-            return get_policy(self.method).with_choices(stop=self.stop, shuffle=self.shuffle)
+            return get_policy(self.method).with_choices(stop=self.stop, shuffle=self.shuffle, verdict=self.verdict)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 

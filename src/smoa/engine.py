@@ -11,8 +11,12 @@
 | smoa-combined | n, with roles    | judge's k (synthesize)  | judge k  | verdict (1 call)    | aggregator over k   |
 | smoa-agree    | n, with roles    | judge's k (synthesize)  | judge k  | agreement+moderator | aggregator over k   |
 | smoa-lite     | n, with roles    | judge's k (synthesize)  | judge k  | agreement+verdict   | aggregator over k   |
+| smoa-terse    | n, with roles    | judge's k (synthesize)  | judge k  | agreement+verdict   | aggregator over k   |
 | mad           | n                | others' answers (debate)| all      | fixed               | vote, else aggregate|
 | self-moa      | 1 model, n times | -                       | all      | fixed               | aggregator over n   |
+
+smoa-terse is smoa-lite with verdict = "terse": short judge/moderator instructions and a verdict
+of labels, stop and one short sentence under a small max_tokens (smoa.policy, smoa.verdicts).
 
 Every policy choice is an enum matched exhaustively here (`assert_never`): a new choice that
 the loop does not handle fails the type checker and, at run time, loudly.
@@ -34,7 +38,7 @@ from .answers import agreement, extract_answer, majority, normalized
 from .config import Agent, Pipeline
 from .guard import defang, strip_echoes
 from .limits import Limiter, backend_limiter
-from .policy import POLICIES, Finish, Forward, Later, Policy, Shuffle, Stop
+from .policy import POLICIES, Finish, Forward, Later, Policy, Shuffle, Stop, Verdict
 from .prompting import render
 from .redaction import StreamRedactor, redact, redact_output
 from .trace import CallRecord, Trace
@@ -49,11 +53,14 @@ from .types import (
 )
 from .verdicts import (
     MODERATOR_SCHEMA,
+    TERSE_MAX_TOKENS,
+    TERSE_MODERATOR_SCHEMA,
     judge_schema,
     parse_moderator,
     parse_roles,
     resolve_selection,
     roles_schema,
+    terse_judge_schema,
     verdict_schema,
 )
 from .wrappers import close_call_log, open_call_log
@@ -382,16 +389,13 @@ class Engine:
                 assert_never(p.policy.shuffle)
         nonce = _nonce(p.seed, question, [unique[i].text for i in order])
         candidates: list[dict[str, Any]] = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
-        if ask_stop:
-            msgs = _panel(question, "verdict", n=len(unique), k=k, nonce=nonce, candidates=[c["text"] for c in candidates],
-                          round=layer, max_rounds=p.max_rounds)
-            schema = verdict_schema(len(unique), k)
-        else:
-            msgs = _panel(question, "judge", n=len(unique), k=k, nonce=nonce, candidates=[c["text"] for c in candidates])
-            schema = judge_schema(len(unique), k)
+        template, schema = _judge_prompt(p.policy.verdict, ask_stop, n=len(unique), k=k)
+        msgs = _panel(question, template, n=len(unique), k=k, nonce=nonce, candidates=[c["text"] for c in candidates],
+                      round=layer, max_rounds=p.max_rounds)
         error: str | None = None
         try:
-            rec = await self.call(trace, p.judge, msgs, "judge", layer, json_schema=schema)
+            rec = await self.call(trace, p.judge, msgs, "judge", layer, json_schema=schema,
+                                  settings=_verdict_settings(p.policy.verdict, p.judge))
             text = rec.response
         except BackendError as e:
             rec, text = None, ""
@@ -430,10 +434,12 @@ class Engine:
     async def moderate(self, trace: Trace, question: str, kept: list[Proposal], layer: int) -> dict[str, Any]:
         p = self.pipeline
         nonce = _nonce(p.seed, question, [x.text for x in kept])
-        msgs = _panel(question, "moderator", round=layer, max_rounds=p.max_rounds, nonce=nonce,
+        template, schema = _moderator_prompt(p.policy.verdict)
+        msgs = _panel(question, template, round=layer, max_rounds=p.max_rounds, nonce=nonce,
                       responses=[_defang(x.text, nonce) for x in kept])
         try:
-            rec = await self.call(trace, p.moderator, msgs, "moderate", layer, json_schema=MODERATOR_SCHEMA)
+            rec = await self.call(trace, p.moderator, msgs, "moderate", layer, json_schema=schema,
+                                  settings=_verdict_settings(p.policy.verdict, p.moderator))
             own, _ = strip_echoes(rec.response, [x.text for x in kept] + [_defang(x.text, nonce) for x in kept])
             v = parse_moderator(own)
             info = {"call_id": rec.id, "stop": v.stop, "reasoning": v.reasoning, "fallback": v.fallback}
@@ -599,6 +605,41 @@ class Engine:
                 case _:
                     assert_never(rule)
         return None
+
+
+def _judge_prompt(verdict: Verdict, ask_stop: bool, n: int, k: int) -> tuple[str, dict[str, Any]]:
+    """The judge's task template (rendered by `_panel` after the candidates) and schema for the
+    policy's verdict; with `ask_stop` it also decides stop."""
+    match verdict:
+        case Verdict.FULL:
+            return ("verdict", verdict_schema(n, k)) if ask_stop else ("judge", judge_schema(n, k))
+        case Verdict.TERSE:
+            return ("verdict_terse" if ask_stop else "judge_terse"), terse_judge_schema(n, k, stop=ask_stop)
+        case _:
+            assert_never(verdict)
+
+
+def _moderator_prompt(verdict: Verdict) -> tuple[str, dict[str, Any]]:
+    """The moderator's task template (rendered by `_panel` after the answers) and schema for the policy's verdict."""
+    match verdict:
+        case Verdict.FULL:
+            return "moderator", MODERATOR_SCHEMA
+        case Verdict.TERSE:
+            return "moderator_terse", TERSE_MODERATOR_SCHEMA
+        case _:
+            assert_never(verdict)
+
+
+def _verdict_settings(verdict: Verdict, agent: Agent) -> Settings | None:
+    """A terse verdict's call runs under TERSE_MAX_TOKENS (or the agent's own max_tokens, if smaller)."""
+    match verdict:
+        case Verdict.FULL:
+            return None
+        case Verdict.TERSE:
+            own = agent.settings.max_tokens
+            return Settings(max_tokens=min(own, TERSE_MAX_TOKENS) if own else TERSE_MAX_TOKENS)
+        case _:
+            assert_never(verdict)
 
 
 def _all_timeouts(proposals: list[Proposal]) -> bool:

@@ -61,6 +61,7 @@ MARKER_CHARS = frozenset(
 _MARKER_NAMES = ("ANGLE BRACKET", "POINTING ANGLE", "ANGLE QUOTATION", "LESS-THAN SIGN", "GREATER-THAN SIGN")
 
 
+@lru_cache(maxsize=8192)
 def _invisible(ch: str) -> bool:
     o = ord(ch)
     if o in _BLANKS or unicodedata.category(ch) == "Cf":
@@ -69,9 +70,16 @@ def _invisible(ch: str) -> bool:
 
 
 def fold(text: str) -> str:
-    """`text` as a reader sees it: NFKC, with invisible and blank-filler characters removed."""
+    """`text` as a reader sees it: NFKC, with invisible and blank-filler characters removed.
+
+    ASCII text is returned as it is: it is its own NFKC form and holds no invisible
+    character (tests/reliability/test_guard.py checks all 128), and most model text is
+    ASCII. Otherwise each distinct character is looked at once."""
+    if text.isascii():
+        return text
     t = unicodedata.normalize("NFKC", text)
-    return "".join(ch for ch in t if not _invisible(ch))
+    gone = [ch for ch in set(t) if ord(ch) > 127 and _invisible(ch)]
+    return t.translate(dict.fromkeys(map(ord, gone))) if gone else t
 
 
 def _confusables() -> dict[str, list[str]]:
@@ -119,9 +127,27 @@ def marker_chars_from_unicode() -> frozenset[str]:
     return frozenset(out)
 
 
+@lru_cache(maxsize=1)
+def _marker_pair() -> re.Pattern[str]:
+    """Two marker look-alikes with only non-ASCII characters between them: what every run
+    of `_break_runs` contains (combining marks are never ASCII), and ordinary text rarely."""
+    cls = "[" + "".join(re.escape(c) for c in sorted(MARKER_CHARS)) + "]"
+    return re.compile(cls + r"[^\x00-\x7f]*" + cls)
+
+
 def _break_runs(t: str) -> str:
     """Every run of two or more marker look-alikes (combining marks between them ignored)
     becomes its marker characters separated by spaces."""
+    if t.isascii():  # ASCII has two marker characters and no combining marks
+        if not ("<<" in t or ">>" in t or "<>" in t or "><" in t):
+            return t
+    elif not _marker_pair().search(t):
+        return t  # no run possible: skip the character walk
+    return _break_runs_walk(t)
+
+
+def _break_runs_walk(t: str) -> str:
+    """`_break_runs` character by character (the rule itself)."""
     out: list[str] = []
     i, n = 0, len(t)
     while i < n:
@@ -149,21 +175,109 @@ def _break_runs(t: str) -> str:
 
 
 @lru_cache(maxsize=256)
+def _char_class(ch: str) -> str:
+    """A character class of `ch` and its look-alikes (the pattern text, for re.IGNORECASE)."""
+    return "[" + "".join(re.escape(a) for a in sorted(look_alikes(ch))) + "]"
+
+
+@lru_cache(maxsize=256)
 def nonce_pattern(nonce: str) -> re.Pattern[str]:
     """A pattern for `nonce` written in any letter case or with Unicode look-alikes of its
     characters, with combining marks between them."""
-    parts = []
-    for ch in nonce:
-        alts = sorted(look_alikes(ch))
-        parts.append("[" + "".join(re.escape(a) for a in alts) + "]")
-    return re.compile(r"[\u0300-\u036f]*".join(parts), re.IGNORECASE)
+    return re.compile(r"[\u0300-\u036f]*".join(_char_class(ch) for ch in nonce), re.IGNORECASE)
+
+
+# The engine's nonces are lower-case hex digits (engine._nonce), new for every prompt, and
+# compiling a nonce's pattern costs milliseconds (hundreds of look-alikes, case-folded):
+# that was most of the engine's CPU per call. So `defang` finds a hex nonce without its
+# pattern whenever it can do so exactly: when no character of the text can stand between
+# two of the nonce's (a combining mark, or what matches one ignoring case) and each reads
+# as at most one hex digit, the pattern matches exactly where the text, each character
+# replaced by the digit it reads as, holds the nonce. Otherwise the pattern decides.
+_HEX = "0123456789abcdef"
+_GAP = r"[\u0300-\u036f]"  # what nonce_pattern allows between two characters
+
+
+@lru_cache(maxsize=1)
+def _hex_classes() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return tuple((d, re.compile(_char_class(d), re.IGNORECASE)) for d in _HEX)
+
+
+@lru_cache(maxsize=1)
+def _gap() -> re.Pattern[str]:
+    return re.compile(_GAP, re.IGNORECASE)
+
+
+@lru_cache(maxsize=65536)
+def _reads_as(ch: str) -> str | None:
+    """The hex digits whose pattern matches `ch` ("" for none), or None when `ch` can
+    stand between two characters of a nonce."""
+    if _gap().fullmatch(ch):
+        return None
+    return "".join(d for d, pat in _hex_classes() if pat.fullmatch(ch))
+
+
+@lru_cache(maxsize=1)
+def _ascii_digits() -> bytes | None:
+    """A bytes.translate table: each ASCII character to the hex digit it reads as, others to
+    NUL (None when some ASCII character is ambiguous or a gap: then no shortcut)."""
+    table = bytearray(256)
+    for o in range(128):
+        got = _reads_as(chr(o))
+        if got is None or len(got) > 1:
+            return None
+        table[o] = ord(got) if got else 0
+    return bytes(table)
+
+
+def _as_digits(text: str) -> str | None:
+    """`text` with each character replaced by the hex digit it reads as (other characters
+    become NUL or stay as they are, never a hex digit), position for position; None when
+    the shortcut does not apply."""
+    ascii_table = _ascii_digits()
+    if ascii_table is None:
+        return None
+    if text.isascii():
+        return text.encode("ascii").translate(ascii_table).decode("latin-1")
+    table: dict[int, int] = {}
+    for ch in set(text):
+        if ord(ch) < 128:
+            continue
+        got = _reads_as(ch)
+        if got is None or len(got) > 1:
+            return None
+        if got:
+            table[ord(ch)] = ord(got)
+    if not table:  # no non-ASCII character reads as a digit: each one becomes "?" (not a digit)
+        return text.encode("ascii", "replace").translate(ascii_table).decode("latin-1")
+    table.update((o, ascii_table[o]) for o in range(128))
+    return text.translate(table)
+
+
+def _replace_nonce(text: str, nonce: str) -> str:
+    """`nonce_pattern(nonce).sub("[code]", text)`, without compiling the pattern when the
+    shortcut above applies (the same leftmost, non-overlapping matches)."""
+    digits = _as_digits(text) if nonce and not nonce.strip(_HEX) else None
+    if digits is None:
+        return nonce_pattern(nonce).sub("[code]", text)
+    i = digits.find(nonce)
+    if i < 0:
+        return text
+    out: list[str] = []
+    pos = 0
+    while i >= 0:
+        out += (text[pos:i], "[code]")
+        pos = i + len(nonce)
+        i = digits.find(nonce, pos)
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def defang(text: str, nonce: str) -> str:
     """`text` as a model may safely see it between markers carrying `nonce`."""
     t = _break_runs(fold(text))
     if nonce:
-        t = nonce_pattern(nonce).sub("[code]", t)
+        t = _replace_nonce(t, nonce)
     return t
 
 

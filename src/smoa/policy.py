@@ -10,6 +10,7 @@ A policy is five small choices plus the method's own rules (sizes), all in one p
 | stop       | fixed; or, checked in order: agreement, moderator, verdict                |
 | finish     | aggregate, vote (majority, else aggregate), single (the one answer)       |
 | shuffle    | the order the judge sees: none, seed (one permutation per run), query     |
+| verdict    | how much the judge and moderator write: full, terse                       |
 
 Stop rules (join several with "+", checked in the order given; the first that says stop wins):
 - `fixed`: run max_rounds layers (no early stop; cannot be combined).
@@ -18,6 +19,15 @@ Stop rules (join several with "+", checked in the order given; the first that sa
   per layer, as in the SMoA reference (needs forward = judge).
 - `agreement`: stop, without any call, when the kept responses agree (at least two, and the
   same extracted final answer or the same normalised text).
+
+Verdicts (`verdict`):
+- `full`: the judge gives a few sentences of reasoning before its labels (judge.j2, verdict.j2,
+  moderator.j2), within the judge's own max_tokens.
+- `terse`: short instructions and a verdict of labels, stop and at most one short sentence,
+  labels first (judge_terse.j2, verdict_terse.j2, moderator_terse.j2); the schema caps the
+  sentence (`verdicts.TERSE_REASON_CHARS`) and the call's max_tokens is capped too
+  (`verdicts.TERSE_MAX_TOKENS`). The judge's prompt still carries every candidate; what it
+  saves is the instructions and the written reasoning (issue 16: most of the sparse step's cost).
 
 Everything here is plain data with exhaustive handling: an unknown name is a `ConfigError`
 that lists the valid ones, and the engine matches every enum with `assert_never`. Config, the
@@ -70,6 +80,11 @@ class Shuffle(Enum):
     QUERY = "query"  # seeded from (seed, question, layer): varies across queries, stable per input
 
 
+class Verdict(Enum):
+    FULL = "full"
+    TERSE = "terse"
+
+
 def _names(e: type[Enum]) -> str:
     return ", ".join(str(m.value) for m in e)
 
@@ -102,13 +117,20 @@ def parse_shuffle(value: bool | str) -> Shuffle:
         raise ConfigError(f"unknown shuffle {value!r}: use one of {_names(Shuffle)} (true = seed, false = none)") from None
 
 
+def parse_verdict(value: str) -> Verdict:
+    try:
+        return Verdict(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"unknown verdict {value!r}: use one of {_names(Verdict)}") from None
+
+
 def stop_text(stop: tuple[Stop, ...]) -> str:
     return "+".join(s.value for s in stop)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """One method: its five choices, its shuffle, and its rules on n, k and rounds."""
+    """One method: its five choices, its shuffle, its verdict, and its rules on n, k and rounds."""
 
     name: str
     proposers: Proposers
@@ -117,6 +139,7 @@ class Policy:
     stop: tuple[Stop, ...]
     finish: Finish
     shuffle: Shuffle = Shuffle.SEED
+    verdict: Verdict = Verdict.FULL
     # the method's rules: defaults and limits (k only for a sparse forwarder)
     n: int = 4
     k: int | None = None
@@ -135,6 +158,11 @@ class Policy:
             raise ConfigError(
                 f"{self.name}: stop = 'verdict' reads the judge's verdict, but this method has no judge: "
                 "use 'moderator' or 'agreement'"
+            )
+        if self.verdict is not Verdict.FULL and not self.sparse and Stop.MODERATOR not in self.stop:
+            raise ConfigError(
+                f"{self.name}: verdict = {self.verdict.value!r} shapes the judge's and moderator's replies, but this "
+                "method has neither: drop verdict"
             )
         if self.sparse and self.min_n < 2:
             raise ConfigError(f"{self.name}: a judge keeps k < n responses, so the method needs min_n >= 2")
@@ -156,13 +184,17 @@ class Policy:
         """All proposers are one agent (one model): give one proposer."""
         return self.one_shot or self.proposers is Proposers.ONE_MODEL
 
-    def with_choices(self, stop: str | None = None, shuffle: bool | str | None = None) -> Policy:
-        """This policy with the pipeline's own stop rule and shuffle (None: keep the method's)."""
+    def with_choices(
+        self, stop: str | None = None, shuffle: bool | str | None = None, verdict: str | None = None,
+    ) -> Policy:
+        """This policy with the pipeline's own stop rule, shuffle and verdict (None: keep the method's)."""
         upd: dict[str, Any] = {}
         if stop is not None:
             upd["stop"] = parse_stop(stop)
         if shuffle is not None:
             upd["shuffle"] = parse_shuffle(shuffle)
+        if verdict is not None:
+            upd["verdict"] = parse_verdict(verdict)
         return replace(self, **upd) if upd else self
 
     def sizes(self, n: int | None, k: int | None, max_rounds: int | None, listed: int, where: str) -> tuple[int, int | None, int]:
@@ -195,6 +227,7 @@ class Policy:
         return {
             "proposers": self.proposers.value, "later": self.later.value, "forward": self.forward.value,
             "stop": stop_text(self.stop), "finish": self.finish.value, "shuffle": self.shuffle.value,
+            "verdict": self.verdict.value,
         }
 
 
@@ -219,6 +252,9 @@ POLICIES: dict[str, Policy] = {
     "smoa-combined": replace(_SMOA, name="smoa-combined", stop=(Stop.VERDICT,)),
     "smoa-agree": replace(_SMOA, name="smoa-agree", stop=(Stop.AGREEMENT, Stop.MODERATOR)),
     "smoa-lite": replace(_SMOA, name="smoa-lite", stop=(Stop.AGREEMENT, Stop.VERDICT), shuffle=Shuffle.QUERY),
+    # smoa-lite with a terse verdict: labels, stop and one short sentence, under a small max_tokens
+    "smoa-terse": replace(_SMOA, name="smoa-terse", stop=(Stop.AGREEMENT, Stop.VERDICT), shuffle=Shuffle.QUERY,
+                          verdict=Verdict.TERSE),
 }
 
 METHODS: tuple[str, ...] = tuple(POLICIES)

@@ -37,8 +37,10 @@ class ScriptedBackend(Backend):
         latency_s: float = 0.0,
         name: str = "scripted",
         max_concurrency: int | None = None,
+        keep_calls: bool = True,
     ) -> None:
         self._queue: deque[Reply] = deque()
+        self.keep_calls = keep_calls  # False: no call history (benchmarks with many calls)
         self.responder = responder
         self.latency_s = latency_s
         self.calls: list[Request] = []
@@ -59,7 +61,8 @@ class ScriptedBackend(Backend):
         return f"scripted:{self.name}"
 
     async def complete(self, request: Request) -> Completion:
-        self.calls.append(request)
+        if self.keep_calls:
+            self.calls.append(request)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

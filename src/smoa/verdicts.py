@@ -38,6 +38,35 @@ def verdict_schema(n: int, k: int) -> dict[str, Any]:
     return {**schema, "properties": props, "required": ["reasoning", "selected", "stop"]}
 
 
+# The terse verdict (policy verdict = "terse"): labels first, then stop, then one short sentence,
+# so a grammar-bound judge commits to its choice before it writes, and a schema that forbids
+# long text. TERSE_MAX_TOKENS bounds the call: the longest reply the schema allows is about
+# 45 tokens of a BPE vocabulary, so the cap cuts only a judge that ignores the schema (its cut
+# reply is then unusable and counted as a fallback, as any bad verdict is).
+TERSE_REASON_CHARS = 100
+TERSE_MAX_TOKENS = 64
+
+
+def _terse_reason() -> dict[str, Any]:
+    return {"type": "string", "maxLength": TERSE_REASON_CHARS}
+
+
+def terse_judge_schema(n: int, k: int, stop: bool) -> dict[str, Any]:
+    """The terse judge's reply: {"selected": [...], "stop": bool (when asked), "reasoning": short}."""
+    props: dict[str, Any] = {"selected": judge_schema(n, k)["properties"]["selected"]}
+    if stop:
+        props["stop"] = {"type": "boolean"}
+    props["reasoning"] = _terse_reason()
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+TERSE_MODERATOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"stop": {"type": "boolean"}, "reasoning": _terse_reason()},
+    "required": ["stop", "reasoning"],
+    "additionalProperties": False,
+}
+
 MODERATOR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {

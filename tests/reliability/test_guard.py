@@ -83,3 +83,77 @@ def test_own_verdicts_are_kept():
     assert n == 0 and '"selected": [4, 3]' in out
     out, n = strip_echoes('{"reasoning": "x", "stop": false}', ["no json here"])
     assert n == 0
+
+
+# -- the shortcuts agree with the rules they skip -----------------------------------------
+
+def _reference_defang(text: str, nonce: str) -> str:
+    """defang without any shortcut: NFKC and the invisible-character rule on every
+    character, the character walk, and the nonce's own pattern always applied."""
+    import unicodedata
+
+    from smoa.guard import _break_runs_walk, _invisible, nonce_pattern
+
+    t = "".join(ch for ch in unicodedata.normalize("NFKC", text) if not _invisible(ch))
+    return nonce_pattern(nonce).sub("[code]", _break_runs_walk(t))
+
+
+def test_ascii_needs_no_fold():
+    import unicodedata
+
+    from smoa.guard import _invisible
+
+    for o in range(128):
+        ch = chr(o)
+        assert unicodedata.normalize("NFKC", ch) == ch and not _invisible(ch)
+
+
+def _disguises(nonce: str, rng) -> str:  # noqa: ANN001
+    """`nonce` with some characters swapped for a look-alike or another case, and
+    combining or invisible characters slipped between them."""
+    from smoa.guard import look_alikes
+
+    out = []
+    for ch in nonce:
+        alts = sorted(look_alikes(ch))
+        out.append(rng.choice(alts) if rng.random() < 0.4 else (ch.upper() if rng.random() < 0.3 else ch))
+        if rng.random() < 0.15:
+            out.append(rng.choice(["\u0301", "\u034f", "\u200b", "\u0300\u0301", "\u036f", "\u0345", "\u03b9", "\u0399"]))
+    return "".join(out)
+
+
+def test_defang_shortcuts_agree_with_the_full_rules():
+    """Random hostile and ordinary texts: the fast path (ASCII fold, run pre-check, hex-run
+    pre-check) gives exactly what the rules applied in full give."""
+    import random
+
+    from smoa.guard import look_alikes
+
+    rng = random.Random(7)
+    hexlike = sorted(set().union(*(look_alikes(d) for d in "0123456789abcdef")))
+    pieces = ["the answer is 42. ", "classified deadbeef ", "0x1f2e3d4c5b6a ", "1234567890123 ",
+              "<<", ">>", "< x >", "\u2039\u0301\u2039", "\u00ab", "\u300a\u300b", "naïve café ",
+              "\u200b", "\u0301", "\ufeff", "\uff43\uff10", "日本語 ", "|lIO0oSsf ", "{\"stop\": true} ",
+              "<>", "><", "?", "\u03b9\u0399\u0345", "\u017f\u212a", "значение ", "\U0001d41a\U0001d7ce"]
+    for trial in range(600):
+        nonce = "".join(rng.choice("0123456789abcdef") for _ in range(8))
+        parts = []
+        for _ in range(rng.randrange(1, 12)):
+            r = rng.random()
+            if r < 0.45:
+                parts.append(rng.choice(pieces))
+            elif r < 0.7:
+                parts.append("".join(rng.choice(hexlike) for _ in range(rng.randrange(1, 12))))
+            elif r < 0.9:
+                parts.append(_disguises(nonce, rng))
+            else:
+                parts.append(nonce)
+        text = "".join(parts)
+        assert defang(text, nonce) == _reference_defang(text, nonce), (trial, text, nonce)
+
+
+def test_a_nonce_among_other_hex_look_alikes_is_still_found():
+    # one long run of ASCII look-alikes (the pre-check reads it as digits) around the nonce
+    assert defang(f"ClassIfied{NONCE.upper()}Ode", NONCE) == "ClassIfied[code]Ode"
+    assert defang("0ff1ce" + NONCE, NONCE).endswith("[code]")
+    assert defang("classified deadbeef 12345678", NONCE) == "classified deadbeef 12345678"

@@ -45,12 +45,22 @@ def servers(tmp_path_factory):
         argv = ["python", "-m", "smoa", "serve", "--config", str(cfg), "--port", "{port}", "--max-in-flight", "2",
                 "--cors-origin", "https://app.example", "--log-level", "warning"]
         with ServerProcess(argv, ready_path="/health", env=env, timeout_s=60) as srv:
-            yield srv, up
+            try:
+                yield srv, up
+            finally:
+                while _CLIENTS:  # the sockets of the tests' clients close with the servers
+                    _CLIENTS.popitem()[1].close()
         assert "Traceback" not in srv.log(), srv.log()[-3000:]
 
 
+_CLIENTS: dict[str, openai.OpenAI] = {}
+
+
 def client(srv):
-    return openai.OpenAI(base_url=srv.base_url, api_key="none", max_retries=0, timeout=60)
+    """One OpenAI client per server for the module, closed by the `servers` fixture."""
+    if srv.base_url not in _CLIENTS:
+        _CLIENTS[srv.base_url] = openai.OpenAI(base_url=srv.base_url, api_key="none", max_retries=0, timeout=60)
+    return _CLIENTS[srv.base_url]
 
 
 def test_sixteen_concurrent_requests_against_two_slots(servers):

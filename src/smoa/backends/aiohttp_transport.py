@@ -5,9 +5,8 @@ aiohttp is the HTTP client; this module only adapts it to the backend's two call
 backend maps to `BackendError` (status, Retry-After, retryable, timeout). From aiohttp:
 
 - one `ClientSession` per event loop, so one backend works under successive
-  `asyncio.run` calls. A session ends with its loop (an async generator holds it, and
-  `asyncio.run` closes a loop's async generators before closing the loop) or with
-  `aclose()`; nothing is left for the garbage collector to warn about;
+  `asyncio.run` calls. A session ends with its loop or with `aclose()` (smoa.backends.perloop);
+  nothing is left for the garbage collector to warn about;
 - a keep-alive pool (`TCPConnector`) of at most `max_connections` connections, idle ones
   kept `KEEPALIVE_S`; TCP_NODELAY (aiohttp sets it on every connection); TLS verified
   with a context made when the transport is made (so `SSL_CERT_FILE`/`SSL_CERT_DIR` count);
@@ -30,7 +29,6 @@ not readers of a POST's answer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 import urllib.request
@@ -42,6 +40,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from yarl import URL
 
 from ..redaction import clip
+from .perloop import PerLoop
 
 DEFAULT_MAX_CONNECTIONS = 256
 # Idle connections are dropped before the servers in front of most model servers drop them
@@ -129,15 +128,6 @@ def proxy_for(url: str) -> str | None:
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
-async def _session_keeper(session: aiohttp.ClientSession) -> AsyncIterator[None]:
-    """Suspended for the session's life; closing it (aclose, or asyncio.run's shutdown of
-    the loop's async generators) closes the session on its own loop."""
-    try:
-        yield
-    finally:
-        await session.close()
-
-
 class AiohttpTransport:
     """One endpoint (base URL, headers, time-out); safe to share across tasks and loops."""
 
@@ -168,32 +158,19 @@ class AiohttpTransport:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
         self._urls: dict[str, URL] = {}
-        # loop -> (its session, the async generator that closes it)
-        self._sessions: dict[asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, Any]] = {}
+        self._sessions = PerLoop(self._new_session, aiohttp.ClientSession.close, lambda s: s.closed)
+        self._session = self._sessions.get  # this loop's session
 
     # -- sessions ----------------------------------------------------------------------
-    async def _session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        entry = self._sessions.get(loop)
-        if entry is not None and not entry[0].closed:
-            return entry[0]
-        for lp in [lp for lp in list(self._sessions) if lp.is_closed()]:  # list(): other threads' loops
-            self._sessions.pop(lp, None)  # their sessions were closed with them
+    def _new_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=KEEPALIVE_S,
                                          ssl=self._ssl if self._ssl is not None else True)
-        session = aiohttp.ClientSession(connector=connector, headers=self.headers, timeout=self._timeout,
-                                        read_bufsize=READ_BUFSIZE)
-        keeper = _session_keeper(session)
-        self._sessions[loop] = (session, keeper)
-        await keeper.__anext__()  # registers it with the loop: closed when the loop ends
-        return session
+        return aiohttp.ClientSession(connector=connector, headers=self.headers, timeout=self._timeout,
+                                     read_bufsize=READ_BUFSIZE)
 
     async def aclose(self) -> None:
         """Close this loop's session (its idle connections); the transport stays usable."""
-        entry = self._sessions.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[0].close()
-            await entry[1].aclose()
+        await self._sessions.aclose()
 
     def _url(self, path: str) -> URL:
         url = self._urls.get(path)

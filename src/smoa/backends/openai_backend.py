@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from .. import __version__
@@ -36,6 +36,7 @@ from .aiohttp_transport import (
     UnsupportedProxy,
 )
 from .base import Backend
+from .perloop import PerLoop
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 HTTP_CLIENTS = ("aiohttp", "openai-sdk")
@@ -103,11 +104,14 @@ class OpenAIBackend(Backend):
             # Local servers need no key; the SDK insists on one, so give it a placeholder.
             # Redirects are not followed (a POST would come back as a GET elsewhere): a 3xx
             # is reported as such (upstream.redirect_error), as with the builtin client.
+            def http() -> Any:
+                return DefaultAsyncHttpxClient(follow_redirects=False, timeout=timeout_s)
+
             self._client = AsyncOpenAI(
                 base_url=base_url, api_key=api_key or "not-needed", timeout=timeout_s, max_retries=max_retries,
-                http_client=DefaultAsyncHttpxClient(follow_redirects=False, timeout=timeout_s),
+                http_client=http(),
             )
-            self._http = _SDKTransport(self._client)
+            self._http = _SDKTransport(self._client, http)
         self.base_url = base_url
         self.name = name
         if structured not in ("json_schema", "json_object", "none"):
@@ -255,16 +259,24 @@ class OpenAIBackend(Backend):
 
 class _SDKTransport:
     """The openai SDK behind AiohttpTransport's calls: JSON in, dicts out, its errors turned into
-    the same HTTPFailures, so both clients share one code path in OpenAIBackend."""
+    the same HTTPFailures, so both clients share one code path in OpenAIBackend.
 
-    def __init__(self, client: Any) -> None:
+    `client` holds the options and opens no connection; each event loop gets a copy of it with
+    its own HTTP client, closed with that loop (smoa.backends.perloop): one client for all
+    loops failed on the second `asyncio.run` ("Event loop is closed") and left its connections
+    on finished loops unclosed."""
+
+    def __init__(self, client: Any, http: Callable[[], Any]) -> None:
         self.client = client
+        self._clients: PerLoop[Any] = PerLoop(lambda: client.copy(http_client=http()),
+                                              lambda c: c.close(), lambda c: c.is_closed())
 
     async def request_json(self, method: str, path: str, payload: dict[str, Any]) -> Any:
         import openai
 
         try:
-            resp = await self.client.chat.completions.create(**payload)
+            client = await self._clients.get()
+            resp = await client.chat.completions.create(**payload)
         except (openai.APIError, ValueError) as e:  # ValueError: a body that is not JSON
             raise _sdk_failure(e) from e
         return resp.model_dump(warnings=False)  # odd values are judged by upstream.py, not warned about
@@ -273,14 +285,15 @@ class _SDKTransport:
         import openai
 
         try:
-            stream = await self.client.chat.completions.create(**payload)
+            client = await self._clients.get()
+            stream = await client.chat.completions.create(**payload)
             async for chunk in stream:
                 yield chunk.model_dump(warnings=False)
         except (openai.APIError, ValueError) as e:
             raise _sdk_failure(e) from e
 
     async def aclose(self) -> None:
-        await self.client.close()
+        await self._clients.aclose()
 
 
 def _sdk_failure(e: Exception) -> HTTPFailure:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..cliutil import fail as _fail
+from ..policy import METHODS
 from ..types import SmoaError
 
 
@@ -40,7 +41,7 @@ def _check_numbers(kw: dict[str, Any]) -> None:
 @click.command("eval")
 @click.option("--benchmark", "-b", required=True, help="Benchmark name, e.g. gsm8k, math500, humaneval, just-eval.")
 @click.option("--methods", "-m", default="single,moa,smoa", show_default=True,
-              help="Comma list of methods (single, moa, smoa, mad, self-moa, smoa-combined, smoa-agree, smoa-lite) or pipeline names from --config.")
+              help=f"Comma list of methods ({', '.join(METHODS)}) or pipeline names from --config.")
 @click.option("--data", "-d", type=click.Path(path_type=Path),
               help="Data folder (holding <set>/...) or the set's file. Default: $SMOA_DATA_DIR or ../shared/data.")
 @click.option("--bfcl-mode", type=click.Choice(["official", "lenient"]), default="official", show_default=True,

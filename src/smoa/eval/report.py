@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..policy import METHODS, sparse_methods
 from ..types import SmoaError
 from .selection import selection_summary
 from .store import STORE_NAME, ResultsStore
 
 STAGE_ORDER = ("role", "propose", "judge", "moderate", "aggregate")
-METHOD_ORDER = ("single", "moa", "smoa", "smoa-combined", "smoa-agree", "smoa-lite", "mad", "self-moa")
+# display order: the baselines, then smoa and its variants (the policy table's order), then the rest
+METHOD_ORDER = ("single", "moa", *sparse_methods(), *(m for m in METHODS if m not in ("single", "moa") and m not in sparse_methods()))
 STAGE_COLORS = {
     "role": "#8c8c8c", "propose": "#4c72b0", "judge": "#dd8452", "moderate": "#c44e52",
     "aggregate": "#55a868",

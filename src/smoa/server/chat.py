@@ -15,13 +15,13 @@ from ..answerformat import AnswerFormat
 from ..engine import Engine, Result
 from ..redaction import redact_output
 from ..types import BackendError, ConfigError, Message, SmoaError
-from .errors import ApiError, bad_request, from_exception
+from .errors import ApiError, bad_request, from_exception, shutting_down
 from .request import ChatRequest, apply_request_settings, overrides_of, writes_answer
 from .stops import StopCutter, cut
 from .tools import ToolPlan, openai_message
 
 if TYPE_CHECKING:
-    from .app import ServerState
+    from .state import ServerState
 
 log = logging.getLogger("smoa.server")
 
@@ -186,6 +186,13 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
+def _sse_error(err: ApiError) -> str:
+    """An error as the stream's last event: the OpenAI error body, with the status it would have had."""
+    body = err.body()
+    body["error"]["status"] = err.status
+    return _sse(body)
+
+
 async def complete(
     state: ServerState, req: ChatRequest, pipe: Any, messages: tuple[Message, ...], base_path: str,
     gone: asyncio.Future[None] | None = None,
@@ -315,9 +322,7 @@ async def _stream_body(
         if exc is not None:
             err = from_exception(exc)
             _log_failure(exc, err)
-            body = err.body()
-            body["error"]["status"] = err.status
-            yield _sse(body)
+            yield _sse_error(err)
             yield "data: [DONE]\n\n"
             return
         result = run.task.result()
@@ -339,11 +344,10 @@ async def _stream_body(
             })
         yield "data: [DONE]\n\n"
     except asyncio.CancelledError:
-        # only the server cancels a stream it is sending: it is shutting down past its grace
-        # period (the query is cancelled and its partial trace saved): say so, end cleanly
-        yield _sse({"error": {"message": "the server is shutting down: the query was cancelled; retry it",
-                              "type": "server_shutting_down", "param": None, "code": "server_shutting_down",
-                              "status": 503}})
+        # the server is shutting down past its grace period (or the client left, and then
+        # nobody reads this): the query is cancelled and its partial trace saved; say so and
+        # end the stream (routes.EventStream logs the one line)
+        yield _sse_error(shutting_down())
         yield "data: [DONE]\n\n"
     finally:
         run.cancel()  # the client went away: stop the mixture (a no-op when it finished)

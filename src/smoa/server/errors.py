@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 from ..types import InputError, SmoaError
 
 
@@ -22,6 +24,19 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    """The JSON response for an error: its body, status and headers."""
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def shutting_down() -> ApiError:
+    """What a query cancelled by the server's shutdown (past its grace period) answers."""
+    return ApiError(
+        503, "the server is shutting down: the query was cancelled; retry it", "server_shutting_down",
+        "server_shutting_down", headers={"Retry-After": "1"},
+    )
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
