@@ -128,6 +128,10 @@ def test_nothing_to_choose_asks_the_terse_moderator():
     (mod,) = by_stage(be, "moderate")
     assert mod.json_schema == TERSE_MODERATOR_SCHEMA and mod.settings.max_tokens == TERSE_MAX_TOKENS
     assert mod.messages[-1]["content"].split("## Your task\n", 1)[1].startswith("Say whether the answers above are good enough to stop")
+    # the panel layout holds for the terse task too: the aggregator repeats the moderator's front (KV reuse)
+    (agg,) = by_stage(be, "aggregate")
+    front = mod.messages[-1]["content"].split("## Your task\n", 1)[0]
+    assert agg.messages[0] == mod.messages[0] and agg.messages[-1]["content"].startswith(front) and "<<<answer 1 " in front
     assert t.stop_reason == "verdict" and t.layers[0]["moderator"]["reasoning"] == "agreed"
 
 
