@@ -16,7 +16,8 @@ from typing import Any
 
 from .common import machine
 
-NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack", "startup")
+NAMES = ("critical", "throughput", "library", "clients", "batched", "steps", "cost", "cache", "hijack", "startup", "prefix",
+         "concurrent")
 
 
 def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
@@ -60,6 +61,14 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
         from . import startup as m
 
         res = m.run(repeats=3 if quick else 7)
+    elif name == "prefix":
+        from . import prefix as m
+
+        res = m.run(queries=2 if quick else 3, quick=quick)
+    elif name == "concurrent":
+        from . import concurrent as m
+
+        res = m.run(queries=2 if quick else 4, repeats=1)
     else:
         raise SystemExit(f"unknown benchmark {name!r}: use {', '.join(NAMES)}")
     return res, m.report(res)

@@ -6,6 +6,7 @@ side by side in each repeat:
 
 - batched:     BatchDecoder.generate(4 jobs): shared prefix once, one llama_decode per step
 - sequential:  BatchDecoder.generate([job]) 4 times (the same code, batch of one)
+  (both with reuse=False: KV reuse across calls is `bench prefix`'s subject, not this one's)
 - plain:       llama-cpp-python's own Llama.create_completion 4 times (cold KV cache each),
                timed by llama.cpp's perf counters: the reference for prompt and generation rates
 """
@@ -73,7 +74,7 @@ def _ours(m: Any, jobs: list[Any], batched: bool) -> dict[str, float]:
     prefix = 0
     groups = [jobs] if batched else [[j] for j in jobs]
     for g in groups:
-        res = m.decoder.generate(g)
+        res = m.decoder.generate(g, reuse=False)  # batching alone: every prompt from an empty cache
         assert all(r.completion_tokens == j.max_tokens for r, j in zip(res, g, strict=True))
         st = m.decoder.last_stats
         p_tok += st.prompt_evaluated

@@ -36,7 +36,7 @@ def test_smoa_end_to_end_on_embedded_model():
         kept = [r.trace.calls[stages.index("propose") + i].response for i in r.trace.layers[0]["kept"]]
         for c in r.trace.calls:
             if c.stage == "propose" and c.layer == 2:
-                assert c.messages[0]["content"].count("<<<answer ") == len(kept)
+                assert c.messages[-1]["content"].count("<<<answer ") == len(kept)
     json.loads(r.trace.to_json())
 
 
@@ -68,10 +68,11 @@ def test_streaming_from_embedded_model():
     pipe = resolve(method="single", max_tokens=24, seed=1)
     pieces = []
     r = asyncio.run(Engine(pipe, on_delta=pieces.append).run("Count from one to five."))
-    assert len(pieces) > 2 and "".join(pieces) == r.answer
-    assert r.trace.calls[0].completion_tokens > 0
-    # llama.cpp reports no usage when streaming: the prompt is counted with the model's own
-    # tokenizer and chat template, as a plain call reports it, and not marked as an estimate
+    assert "".join(pieces) == r.answer
+    # a piece per token as it comes (which tokens depends on the KV state earlier tests left)
+    assert len(pieces) >= min(3, r.trace.calls[0].completion_tokens) > 0
+    # a streamed call counts the prompt as the model sees it (chat template applied), as a
+    # plain call reports it, and does not mark it as an estimate
     plain = asyncio.run(Engine(pipe).run("Count from one to five."))
     assert r.trace.calls[0].prompt_tokens == plain.trace.calls[0].prompt_tokens > 0
     assert r.trace.calls[0].estimated is False and plain.trace.calls[0].estimated is False

@@ -40,8 +40,8 @@ def test_moa_call_graph_n3_two_layers():
     assert stages(r.trace) == [("propose", 1)] * 3 + [("propose", 2)] * 3 + [("aggregate", 3)]
     # every layer-2 prompt carries all 3 layer-1 answers
     for c in r.trace.calls[3:6]:
-        assert c.messages[0]["content"].count("<<<answer ") == 3
-    assert r.trace.calls[-1].messages[0]["content"].count("<<<answer ") == 3
+        assert c.messages[-1]["content"].count("<<<answer ") == 3
+    assert r.trace.calls[-1].messages[-1]["content"].count("<<<answer ") == 3
     assert r.answer == "final answer"
     assert r.trace.stop_reason == "fixed"
 
@@ -63,13 +63,13 @@ def test_smoa_call_graph_and_layer2_carries_only_k():
     assert len(lay1["kept"]) == 2 and len(lay1["dropped"]) == 2
     for c in r.trace.calls:
         if c.stage == "propose" and c.layer == 2:
-            sysmsg = c.messages[0]["content"]
-            assert sysmsg.count("<<<answer ") == 2
+            prompt = c.messages[-1]["content"]
+            assert prompt.count("<<<answer ") == 2
             for t in kept_texts:
-                assert t in sysmsg
-            # each proposer keeps its role as the start of its system prompt
-            assert sysmsg.startswith("You are scripted expert")
-    agg = r.trace.calls[-1].messages[0]["content"]
+                assert t in prompt
+            # each proposer keeps its role, after the answers (they are the prefix all share)
+            assert prompt.index("Answer as this member of the panel: You are scripted expert") > prompt.rindex("<<<end of answer")
+    agg = r.trace.calls[-1].messages[-1]["content"]
     assert agg.count("<<<answer ") == 2
     assert r.trace.stop_reason == "max_rounds"
 
@@ -77,7 +77,7 @@ def test_smoa_call_graph_and_layer2_carries_only_k():
 def test_judge_maps_shuffled_labels_back():
     # the judge picks the candidate whose text says seed 3 (proposer index 2), whatever its label
     def judge(req):
-        text = req.messages[0]["content"]
+        text = req.messages[-1]["content"]
         import re
 
         labels = [int(m.group(1)) for m in re.finditer(r"<<<candidate (\d+) \w+>>>\n[^\n]*seed [34]\b", text)]
@@ -201,7 +201,7 @@ def test_failed_proposer_is_dropped_and_recorded():
     r = run(pipe)
     assert r.trace.layers[0]["failed"] == [1]
     assert r.trace.calls[1].error == "endpoint down"
-    assert r.trace.calls[-1].messages[0]["content"].count("<<<answer ") == 2
+    assert r.trace.calls[-1].messages[-1]["content"].count("<<<answer ") == 2
 
 
 def test_all_proposers_failing_is_one_clear_error():
@@ -357,6 +357,39 @@ def test_finish_reason_follows_the_call_that_wrote_the_answer(method, cut, want)
     r = run(pipe)
     assert r.finish_reason == want
     assert all(c.finish_reason == ("length" if c.stage == cut else "stop") for c in r.trace.calls)
+
+
+def _shared_prefix(a, b):
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def test_prompts_that_carry_answers_share_their_front():
+    """Layout for KV reuse: the same system prompt for every call that carries answers, then
+    the user's message and the answers, then the call's own task. So the moderator, the next
+    layer's proposers and the aggregator repeat one prefix up to the end of the kept answers,
+    the judge repeats it up to its candidates, and n, k, the round and the role come after."""
+    be, pipe = make("smoa", mixture_responder(propose=numbered), n=4, k=2, max_rounds=2)
+    r = run(pipe)
+    calls = [c for c in r.trace.calls if c.stage != "role" and not (c.stage == "propose" and c.layer == 1)]
+    assert {c.stage for c in calls} == {"judge", "moderate", "propose", "aggregate"}
+    assert len({c.messages[0]["content"] for c in calls}) == 1 and all(c.messages[0]["role"] == "system" for c in calls)
+    mod = next(c for c in calls if c.stage == "moderate")
+    text = mod.messages[-1]["content"]
+    block = text[: text.index("## Your task\n") + len("## Your task\n")]
+    assert block.startswith("## The user's message\nWhat is 2+2?\n") and block.count("<<<answer ") == 2
+    assert "round" not in block and "You are" not in block
+    for c in calls:
+        if c.stage in ("propose", "aggregate"):
+            # the kept answers of layer 1 (next proposers) or of layer 2 (aggregator): same layout
+            assert c.messages[-1]["content"].startswith("## The user's message\nWhat is 2+2?\n\n## Answers\n")
+    later = [c.messages[-1]["content"] for c in calls if c.stage == "propose"]
+    assert all(p.startswith(block) for p in later)  # the moderator's front, evaluated once for all four
+    judge = next(c for c in calls if c.stage == "judge").messages[-1]["content"]
+    assert _shared_prefix(judge, text) >= len("## The user's message\nWhat is 2+2?\n\n## ")
+    assert judge.index(" 2 best") > judge.index("## Your task\n")  # k after the candidates
 
 
 def test_scripted_backend_can_keep_no_call_history():

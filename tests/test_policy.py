@@ -41,8 +41,8 @@ def test_combined_verdict_is_one_call_per_layer_instead_of_two():
     judge_calls = [c for c in b.calls if c.stage == "judge"]
     # layers 1-2 ask selection and stop in one prompt; the last layer only needs the selection
     assert ["stop" in json.loads(json.dumps(c.decision)) for c in judge_calls] == [True, True, False]
-    assert all("decide whether another round" in c.messages[0]["content"] for c in judge_calls[:2])
-    assert "another round" not in judge_calls[2].messages[0]["content"]
+    assert all("decide whether another round" in c.messages[-1]["content"] for c in judge_calls[:2])
+    assert "another round" not in judge_calls[2].messages[-1]["content"]
     assert b.layers[0]["moderator"]["combined"] is True and b.layers[0]["moderator"]["stop"] is False
     assert b.stop_reason == "max_rounds"
 
@@ -81,8 +81,8 @@ def test_combined_verdict_keeps_the_markers_and_the_echo_check():
     _, pipe = make("smoa-combined", mixture_responder(propose=propose, judge=judge), n=4, k=2, max_rounds=2)
     t = run(pipe).trace
     call = next(c for c in t.calls if c.stage == "judge")
-    nonce = re.search(r"<<<candidate 1 (\w+)>>>", call.messages[0]["content"]).group(1)
-    assert call.messages[0]["content"].count(f"<<<end of candidate 1 {nonce}>>>") == 1
+    nonce = re.search(r"<<<candidate 1 (\w+)>>>", call.messages[-1]["content"]).group(1)
+    assert call.messages[-1]["content"].count(f"<<<end of candidate 1 {nonce}>>>") == 1
     lay = t.layers[0]
     assert lay["judge"]["fallback"] == "random"
     assert any("copied from candidates" in n for n in lay["judge"]["notes"])
@@ -152,7 +152,7 @@ def shown(method, q, **kw):
     _, pipe = make(method, mixture_responder(propose=numbered), n=4, k=2, max_rounds=1, **kw)
     t = run(pipe, q).trace
     call = next(c for c in t.calls if c.stage == "judge")
-    return t.layers[0]["judge"]["shown_order"], call.messages[0]["content"]
+    return t.layers[0]["judge"]["shown_order"], call.messages[-1]["content"]
 
 
 QUESTIONS = [f"What is {i} + {i}?" for i in range(8)]

@@ -80,8 +80,10 @@ def test_terse_call_graph_one_short_verdict_per_layer_under_the_cap():
     assert [list(r.json_schema["properties"]) for r in judges] == [["selected", "stop", "reasoning"]] * 2 + [["selected", "reasoning"]]
     assert all(r.json_schema["properties"]["reasoning"]["maxLength"] == TERSE_REASON_CHARS for r in judges)
     assert all(r.json_schema["additionalProperties"] is False for r in judges)
-    prompts = [r.messages[0]["content"] for r in judges]
-    assert all(p.startswith("Pick the 2 best of the 4 candidate answers") for p in prompts)
+    # the panel layout: the shared system prompt, then the candidates, then the terse task
+    assert all(r.messages[0]["role"] == "system" and r.messages[0]["content"] == judges[0].messages[0]["content"] for r in judges)
+    prompts = [r.messages[-1]["content"] for r in judges]
+    assert all(p.split("## Your task\n", 1)[1].startswith("Pick the 2 best of the 4 candidate answers above") for p in prompts)
     assert "whether to stop" in prompts[0] and "whether to stop" not in prompts[2]
     assert all(p.count("<<<candidate") == 4 for p in prompts)
     assert t.layers[0]["moderator"]["combined"] is True and t.layers[0]["moderator"]["stop"] is False
@@ -125,7 +127,11 @@ def test_nothing_to_choose_asks_the_terse_moderator():
     assert stages(t) == [("role", 0)] + [("propose", 1)] * 3 + [("moderate", 1), ("aggregate", 2)]
     (mod,) = by_stage(be, "moderate")
     assert mod.json_schema == TERSE_MODERATOR_SCHEMA and mod.settings.max_tokens == TERSE_MAX_TOKENS
-    assert mod.messages[0]["content"].startswith("Say whether the answers below are good enough to stop")
+    assert mod.messages[-1]["content"].split("## Your task\n", 1)[1].startswith("Say whether the answers above are good enough to stop")
+    # the panel layout holds for the terse task too: the aggregator repeats the moderator's front (KV reuse)
+    (agg,) = by_stage(be, "aggregate")
+    front = mod.messages[-1]["content"].split("## Your task\n", 1)[0]
+    assert agg.messages[0] == mod.messages[0] and agg.messages[-1]["content"].startswith(front) and "<<<answer 1 " in front
     assert t.stop_reason == "verdict" and t.layers[0]["moderator"]["reasoning"] == "agreed"
 
 
@@ -167,8 +173,8 @@ def test_a_verdict_copied_from_a_candidate_is_ignored():
     _, pipe = make("smoa-terse", mixture_responder(propose=propose, judge=lambda req: hostile), n=3, k=2, max_rounds=2)
     t = run(pipe).trace
     call = next(c for c in t.calls if c.stage == "judge")
-    nonce = re.search(r"<<<candidate 1 (\w+)>>>", call.messages[0]["content"]).group(1)
-    assert call.messages[0]["content"].count(f"<<<end of candidate 1 {nonce}>>>") == 1
+    nonce = re.search(r"<<<candidate 1 (\w+)>>>", call.messages[-1]["content"]).group(1)
+    assert call.messages[-1]["content"].count(f"<<<end of candidate 1 {nonce}>>>") == 1
     lay = t.layers[0]
     assert lay["judge"]["fallback"] == "random" and any("copied from candidates" in n for n in lay["judge"]["notes"])
     assert lay["moderator"]["stop"] is False and t.stop_reason == "max_rounds"

@@ -93,6 +93,7 @@ class ResponseCache:
             return None
         self.hits += 1
         comp.cached = True
+        comp.prompt_evaluated = 0  # nothing was evaluated for a cached answer
         return comp
 
     def put(self, key: str, completion: Completion) -> None:

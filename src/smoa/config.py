@@ -308,6 +308,8 @@ def _local_factory(spec: BackendSpec, name: str) -> Backend:
         name=name,
         # options.batching = false: no multi-sequence batches (every request alone)
         batching=bool(spec.options.get("batching", True)) and not spec.sequential,
+        # options.kv_reuse = false: every prompt evaluated from an empty KV cache
+        kv_reuse=bool(spec.options.get("kv_reuse", True)),
     )
 
 

@@ -238,6 +238,7 @@ class Engine:
         rec.estimated = comp.estimated
         rec.finish_reason = comp.finish_reason
         rec.response_model = comp.model or None
+        rec.prompt_evaluated = comp.prompt_evaluated
         await self._emit(
             self.on_event,
             {"type": "call_end", "call": rec.id, "stage": stage, "layer": layer, "agent": agent.name,
@@ -312,8 +313,7 @@ class Engine:
             case Later.SYNTHESIZE:
                 texts = [p.text for p in forward]
                 nonce = _nonce(self.pipeline.seed, _question_text(conv), texts)
-                system = render("synthesize", role=role, nonce=nonce, responses=[_defang(t, nonce) for t in texts])
-                return [{"role": "system", "content": system}, *conv]
+                return _panel(conv, "synthesize", role=role, nonce=nonce, responses=[_defang(t, nonce) for t in texts])
             case Later.DEBATE:
                 # own last answer as the assistant's turn, the others' as the next user turn
                 others = [p.text for j, p in sorted(last.items()) if j != i]
@@ -389,11 +389,12 @@ class Engine:
                 assert_never(p.policy.shuffle)
         nonce = _nonce(p.seed, question, [unique[i].text for i in order])
         candidates: list[dict[str, Any]] = [{"label": j + 1, "text": _defang(unique[idx].text, nonce)} for j, idx in enumerate(order)]
-        prompt, schema = _judge_prompt(p.policy.verdict, ask_stop, n=len(unique), k=k, nonce=nonce, question=question,
-                                       candidates=candidates, round=layer, max_rounds=p.max_rounds)
+        template, schema = _judge_prompt(p.policy.verdict, ask_stop, n=len(unique), k=k)
+        msgs = _panel(question, template, n=len(unique), k=k, nonce=nonce, candidates=[c["text"] for c in candidates],
+                      round=layer, max_rounds=p.max_rounds)
         error: str | None = None
         try:
-            rec = await self.call(trace, p.judge, [{"role": "user", "content": prompt}], "judge", layer, json_schema=schema,
+            rec = await self.call(trace, p.judge, msgs, "judge", layer, json_schema=schema,
                                   settings=_verdict_settings(p.policy.verdict, p.judge))
             text = rec.response
         except BackendError as e:
@@ -434,13 +435,11 @@ class Engine:
         p = self.pipeline
         nonce = _nonce(p.seed, question, [x.text for x in kept])
         template, schema = _moderator_prompt(p.policy.verdict)
-        prompt = render(
-            template, round=layer, max_rounds=p.max_rounds, nonce=nonce, question=question,
-            responses=[_defang(x.text, nonce) for x in kept],
-        )
+        msgs = _panel(question, template, round=layer, max_rounds=p.max_rounds, nonce=nonce,
+                      responses=[_defang(x.text, nonce) for x in kept])
         try:
-            rec = await self.call(trace, p.moderator, [{"role": "user", "content": prompt}], "moderate", layer,
-                                  json_schema=schema, settings=_verdict_settings(p.policy.verdict, p.moderator))
+            rec = await self.call(trace, p.moderator, msgs, "moderate", layer, json_schema=schema,
+                                  settings=_verdict_settings(p.policy.verdict, p.moderator))
             own, _ = strip_echoes(rec.response, [x.text for x in kept] + [_defang(x.text, nonce) for x in kept])
             v = parse_moderator(own)
             info = {"call_id": rec.id, "stop": v.stop, "reasoning": v.reasoning, "fallback": v.fallback}
@@ -454,9 +453,9 @@ class Engine:
         p = self.pipeline
         texts = [x.text for x in final]
         nonce = _nonce(p.seed, _question_text(conv), texts)
-        system = render("aggregate", nonce=nonce, responses=[_defang(t, nonce) for t in texts])
+        msgs = _panel(conv, "aggregate", nonce=nonce, responses=[_defang(t, nonce) for t in texts])
         rec = await self.call(
-            trace, p.aggregator, [{"role": "system", "content": system}, *conv], "aggregate", layer,
+            trace, p.aggregator, msgs, "aggregate", layer,
             json_schema=self.answer_schema, stream=self.on_delta is not None,
         )
         trace.finish = {"kind": "aggregate", "call_id": rec.id, "inputs": [x.index for x in final]}
@@ -608,22 +607,20 @@ class Engine:
         return None
 
 
-def _judge_prompt(verdict: Verdict, ask_stop: bool, **v: Any) -> tuple[str, dict[str, Any]]:
-    """The judge's prompt and schema for the policy's verdict; with `ask_stop` it also decides stop."""
-    n, k = v["n"], v["k"]
+def _judge_prompt(verdict: Verdict, ask_stop: bool, n: int, k: int) -> tuple[str, dict[str, Any]]:
+    """The judge's task template (rendered by `_panel` after the candidates) and schema for the
+    policy's verdict; with `ask_stop` it also decides stop."""
     match verdict:
         case Verdict.FULL:
-            if ask_stop:
-                return render("verdict", **v), verdict_schema(n, k)
-            return render("judge", **v), judge_schema(n, k)
+            return ("verdict", verdict_schema(n, k)) if ask_stop else ("judge", judge_schema(n, k))
         case Verdict.TERSE:
-            return render("verdict_terse" if ask_stop else "judge_terse", **v), terse_judge_schema(n, k, stop=ask_stop)
+            return ("verdict_terse" if ask_stop else "judge_terse"), terse_judge_schema(n, k, stop=ask_stop)
         case _:
             assert_never(verdict)
 
 
 def _moderator_prompt(verdict: Verdict) -> tuple[str, dict[str, Any]]:
-    """The moderator's template name and schema for the policy's verdict."""
+    """The moderator's task template (rendered by `_panel` after the answers) and schema for the policy's verdict."""
     match verdict:
         case Verdict.FULL:
             return "moderator", MODERATOR_SCHEMA
@@ -656,6 +653,27 @@ def _question_text(conv: tuple[Message, ...]) -> str:
         return last
     hist = "\n".join(f"{m['role']}: {m['content']}" for m in conv[:-1])
     return f"(Earlier conversation)\n{hist}\n\n(Latest user message)\n{last}"
+
+
+def _panel(conv: tuple[Message, ...] | str, template: str, **variables: Any) -> list[Message]:
+    """The messages of a prompt that carries answers (judge, verdict, moderator, aggregate,
+    synthesize), laid out so that they share a token prefix: the fixed panel system prompt
+    (the same for every such call of every query), then the user's message and the answers,
+    then the call's own task (which is where n, k, the round and a proposer's role go).
+
+    `conv` is the question text (judge and moderator read the conversation flattened) or the
+    conversation: earlier turns then stay messages of their own, before the one with the
+    answers, so a user's own system prompt still reaches the writer. For a one-message
+    query the two give the same tokens up to the end of the answers, and an embedded model
+    evaluates that part once (KV reuse, smoa.backends.batching) for the moderator, the next
+    layer's proposers and the aggregator."""
+    if isinstance(conv, str):
+        earlier: list[Message] = []
+        question = conv
+    else:
+        earlier, question = list(conv[:-1]), conv[-1]["content"]
+    return [{"role": "system", "content": render("panel")}, *earlier,
+            {"role": "user", "content": render(template, question=question, **variables)}]
 
 
 def query_rng(seed: int | None, question: str, layer: int) -> random.Random:

@@ -102,10 +102,14 @@ def stage_of(request: Request) -> str:
         return "moderate"
     if "roles" in props:
         return "role"
-    first = request.messages[0]["content"] if request.messages else ""
-    if request.messages and request.messages[0]["role"] == "system" and first.startswith("You write the final reply"):
+    if request.messages and is_aggregate_prompt(request.messages[-1]["content"]):
         return "aggregate"
     return "propose"
+
+
+def is_aggregate_prompt(text: str) -> bool:
+    """Whether a message is the aggregator's (its task, after the answers, asks for the final reply)."""
+    return "\n## Your task\nWrite the final reply" in text
 
 
 def mixture_responder(

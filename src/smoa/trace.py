@@ -33,6 +33,7 @@ class CallRecord:
     cached: bool = False
     estimated: bool = False  # token counts estimated (the endpoint reported none), not counted
     finish_reason: str | None = None  # the endpoint's: "stop", "length" (max_tokens hit), ...
+    prompt_evaluated: int | None = None  # prompt tokens evaluated (embedded model: the rest reused KV)
     decision: dict[str, Any] | None = None
     # reliability (smoa.wrappers): attempts made, the error of each failed attempt, and the
     # fallback agent ("backend:model") that answered instead, if any

@@ -70,6 +70,9 @@ class Completion:
     # True when the endpoint reported no token counts and they were estimated (see
     # smoa.backends.upstream.stream_usage); the trace and the cost say so
     estimated: bool = False
+    # prompt tokens the backend evaluated for this call (None: not known); fewer than
+    # prompt_tokens where it reused the KV state of an earlier prompt's prefix
+    prompt_evaluated: int | None = None
 
 
 @dataclass

@@ -38,8 +38,7 @@ def gsm8k_backend(latency_s=0.0):
         return f"Let me think. #### {req.settings.seed}"
 
     def aggregate(req):
-        sysmsg = req.messages[0]["content"]
-        last = sysmsg.split("<<<answer ")[-1]  # the last answer's block
+        last = req.messages[-1]["content"].split("<<<answer ")[-1]  # the last answer's block
         return "Combined: " + last.split(">>>", 1)[1].split("<<<end of answer")[0].strip()[:200]
 
     return ScriptedBackend(responder=mixture_responder(propose=propose, aggregate=aggregate), latency_s=latency_s)

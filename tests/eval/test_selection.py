@@ -64,13 +64,17 @@ def _eval(tmp_path, data, pick_right: bool, limit=4):
     refs = {it.prompt: it.reference for it in items}
 
     def propose(req):
-        ref = refs[req.messages[-1]["content"]]
-        who = int(re.search(r"expert (\d+)\.", req.messages[0]["content"]).group(1))
+        # layer 1: the role as system prompt, the question as the message; later layers: the
+        # question, the answers, then the role in one message after the panel's system prompt
+        last = req.messages[-1]["content"]
+        q = re.match(r"## The user's message\n(.*?)\n\n## Answers\n", last, re.S)
+        ref = refs[q.group(1) if q else last]
+        who = int(re.search(r"expert (\d+)\.", last if q else req.messages[0]["content"]).group(1))
         return f"Working. #### {ref if who == 2 else float(ref) + who}"  # distinct wrong answers
 
     def judge(req):
         prompt = req.messages[-1]["content"]
-        m = re.search(r"## Question\n(.*?)\n\n## Candidates", prompt, re.S)
+        m = re.search(r"## The user's message\n(.*?)\n\n## Candidates", prompt, re.S)
         ref = next(v for p, v in refs.items() if p.startswith(m.group(1)[:40]))
         labels = re.findall(r"<<<candidate (\d+) \w+>>>\n(.*?)\n<<<end of candidate", prompt, re.S)
         good = [int(lab) for lab, text in labels if text.strip().endswith(f"#### {ref}")]

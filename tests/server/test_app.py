@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from smoa.testing import ScriptedBackend, mixture_responder
+from smoa.testing import ScriptedBackend, mixture_responder, stage_of
 from smoa.types import BackendError
 
 pytestmark = pytest.mark.server
@@ -81,7 +81,6 @@ def test_request_settings_reach_the_agents(make_server):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_finish_reason_is_length_when_the_aggregator_was_cut(make_server, stream):
-    from smoa.testing import stage_of
     from smoa.types import Completion
 
     base = mixture_responder()
@@ -286,7 +285,7 @@ def test_bare_timeout_from_a_backend_is_504_too(make_server):
 def test_failure_after_stream_started_is_an_error_event(make_server):
     # proposers answer, the aggregator fails: with progress events on, the stream has begun
     def respond(req):
-        if req.messages[0]["role"] == "system" and req.messages[0]["content"].startswith("You write the final reply"):
+        if stage_of(req) == "aggregate":
             raise BackendError("aggregator exploded")
         return "fine"
 

@@ -42,8 +42,7 @@ MIN_REL_FLOOR = 1e-4  # of the largest |logit|: float32 sums of ~1e3 terms round
 
 
 def _fresh(dec: BatchDecoder) -> None:
-    dec.lib.llama_memory_clear(dec.lib.llama_get_memory(dec.ctx), True)
-    dec.llm.reset()
+    dec.forget()
 
 
 def _decode_rows(dec: BatchDecoder, tokens: list[int], start: int, want_from: int) -> list[Any]:
@@ -121,13 +120,21 @@ def cpu_summary() -> str:
     return f"{model} ({os.cpu_count()} cpus; {cpu_simd()})"
 
 
-def compare_batch(dec: BatchDecoder, jobs: list[GenJob]) -> dict[str, Any]:
-    """Generate `jobs` as one batch (greedy jobs: temperature 0) and compare with replays."""
+def compare_batch(dec: BatchDecoder, jobs: list[GenJob], prime: list[GenJob] | None = None) -> dict[str, Any]:
+    """Generate `jobs` as one batch (greedy jobs: temperature 0) and compare with replays.
+
+    From an empty cache; or, with `prime`, after generating `prime` first, so the batch
+    starts from the KV state that `prime` left (KV reuse) while the replays evaluate every
+    prompt from scratch: the same bound then covers reuse."""
     import numpy as np
 
     if any(j.temperature != 0 for j in jobs):
         raise ValueError("compare_batch checks greedy jobs (temperature 0)")
-    results = dec.generate(jobs, keep_logits=True)
+    dec.forget()
+    if prime:
+        dec.generate(prime)
+    results = dec.generate(jobs, keep_logits=True, reuse=bool(prime))
+    reused = dec.last_stats.prompt_reused
     seqs = []
     floor = 0.0
     scale = 0.0
@@ -153,4 +160,4 @@ def compare_batch(dec: BatchDecoder, jobs: list[GenJob]) -> dict[str, Any]:
             })
         seqs.append({"tokens": path, "text": res.text, "steps": steps})
     floor = max(floor, MIN_REL_FLOOR * scale)
-    return {"floor": floor, "bound": 2 * floor, "scale": scale, "sequences": seqs}
+    return {"floor": floor, "bound": 2 * floor, "scale": scale, "sequences": seqs, "prompt_reused": reused}

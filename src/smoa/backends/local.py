@@ -4,11 +4,15 @@ One `llama_cpp.Llama` per model file per process, shared by every agent that nam
 Calls run in a worker thread (the event loop never blocks) and one at a time per model,
 since a llama.cpp context is not thread-safe.
 
-Requests that arrive together (the n proposers of a layer) are decoded as one batch:
-a collector waits a few milliseconds for the rest of the layer, then the worker thread
-runs them with multi-sequence decoding (`smoa.backends.batching`). Requests with a JSON
-schema (judge, moderator, roles) and streamed ones take the single-sequence path of
-llama-cpp-python, which applies the schema as a grammar.
+Requests that arrive together (the n proposers of a layer, or those of several queries)
+are decoded as one batch: a collector waits a few milliseconds for the rest of the layer,
+then the worker thread runs them with multi-sequence decoding (`smoa.backends.batching`).
+Requests with a JSON schema (judge, moderator, roles) take the same path, with the schema
+as a grammar in their sampler chain, as llama-cpp-python would apply it; streamed ones
+run alone on the same decoder. Every call starts from the KV state of earlier calls where
+its prompt shares a prefix with them (`options.kv_reuse = false` turns that off), and
+reports how many prompt tokens it evaluated (`Completion.prompt_evaluated`).
+`batching = false` runs each request through llama-cpp-python's own single-sequence path.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class _Collector:
 
     One per model and event loop. The first request starts a drain task that waits
     `batch_window_s` for the rest of its layer; requests arriving while a batch runs form
-    the next one. Schema-constrained requests run alone, in arrival order.
+    the next one. Requests of one backend (same kv_reuse setting) go into one batch.
     """
 
     def __init__(self, model: _LoadedModel) -> None:
@@ -53,16 +57,8 @@ class _Collector:
             self.pending = [p for p in self.pending if not p[2].done()]  # drop cancelled callers
             if not self.pending:
                 break
-            be, req, fut = self.pending[0]
-            if req.json_schema is not None:
-                self.pending.pop(0)
-                try:
-                    res: Completion | BaseException = await asyncio.to_thread(be._complete_sync, req)
-                except Exception as e:  # noqa: BLE001 - handed to the caller
-                    res = e
-                _settle(fut, res)
-                continue
-            take = [p for p in self.pending if p[1].json_schema is None and p[0] is be][:MAX_BATCH]
+            be = self.pending[0][0]
+            take = [p for p in self.pending if p[0] is be][:MAX_BATCH]
             ids = {id(p) for p in take}
             self.pending = [p for p in self.pending if id(p) not in ids]
             self.batches.append(len(take))
@@ -119,8 +115,10 @@ def _capture_completion_call(llm: Any, kw: dict[str, Any]) -> dict[str, Any]:
 
 DEFAULT_MODEL = "smollm2-135m"
 
-# sequences one batch may hold (the context is made with this many sequence slots)
+# sequences one batch may hold
 MAX_BATCH = 8
+# sequence ids of the context: a batch's, and as many again for prefixes kept for reuse
+MAX_SEQ = 2 * MAX_BATCH
 
 _models: dict[tuple[str, int], _LoadedModel] = {}
 _models_lock = threading.Lock()
@@ -216,7 +214,7 @@ class _LoadedModel:
         # One request may use n_ctx tokens; the KV cache holds twice that, shared by the
         # sequences of a batch (unified KV cache, so a shared prefix is stored once).
         self.kv_cells = 2 * n_ctx
-        with _multi_sequence_context(MAX_BATCH):
+        with _multi_sequence_context(MAX_SEQ):
             self.llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=self.kv_cells,
@@ -306,6 +304,7 @@ class LocalBackend(Backend):
         name: str = "local",
         batching: bool = True,
         batch_window_s: float = 0.005,
+        kv_reuse: bool = True,
     ) -> None:
         self.path = resolve_model_path(model, model_path)
         from ..models import identify
@@ -317,6 +316,7 @@ class LocalBackend(Backend):
         self.name = name
         self.batching = batching
         self.batch_window_s = batch_window_s
+        self.kv_reuse = kv_reuse
         # the collector serializes the work itself; without batching, one call at a time
         self.max_concurrency = None if batching else 1
 
@@ -403,7 +403,10 @@ class LocalBackend(Backend):
             import random
 
             seed = random.randrange(2**32)
+        grammar = got.get("grammar")
         return GenJob(
+            grammar=None if grammar is None else str(grammar._grammar),
+            grammar_root=str(getattr(grammar, "_root", "root")),
             tokens=tokens,
             max_tokens=max_tokens,
             temperature=float(got.get("temperature", 0.2)),
@@ -437,7 +440,7 @@ class LocalBackend(Backend):
                     groups.append([item])
             for g in groups:
                 try:
-                    res = m.decoder.generate([j for _, j in g])
+                    res = m.decoder.generate([j for _, j in g], reuse=self.kv_reuse)
                 except Exception as e:
                     for i, _ in g:
                         out[i] = BackendError(f"{self._where(m.path)}: batched generation failed: {e}")
@@ -449,14 +452,18 @@ class LocalBackend(Backend):
                         completion_tokens=r.completion_tokens,
                         model=self._target(requests[i])[0],
                         finish_reason=r.finish_reason,
+                        prompt_evaluated=r.prompt_evaluated,
                     )
         return [x if x is not None else BackendError("no result") for x in out]
 
     def _complete_sync(self, request: Request) -> Completion:
+        """llama-cpp-python's own single-sequence path (batching = false)."""
         m = self.loaded(request)
         kw = self._kwargs(request)
         with m.lock:
             self._check_context(m, kw)
+            if m._decoder is not None and m._decoder.resident:
+                m._decoder.forget()  # llama-cpp-python keeps one sequence and clears the rest
             try:
                 out: Any = m.llm.create_chat_completion(logits_processor=_stop_on_abort(m.llm, kw), **kw)  # not streamed: one response dict
             except ValueError as e:  # llama.cpp raises ValueError for context overflow
@@ -491,12 +498,32 @@ class LocalBackend(Backend):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         done = object()
 
+        def put_delta(_: int, text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, StreamEvent(delta=text))
+
+        def work_decoder() -> None:
+            try:
+                m = self.loaded(request)
+                with m.lock:
+                    job = self.job_for(request, m)
+                    r = m.decoder.generate([job], reuse=self.kv_reuse, on_text=put_delta)[0]
+                comp = Completion(text=r.text, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                                  model=self._target(request)[0], finish_reason=r.finish_reason,
+                                  prompt_evaluated=r.prompt_evaluated)
+                loop.call_soon_threadsafe(queue.put_nowait, StreamEvent(completion=comp))
+            except Exception as e:  # handed to the awaiting side
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
         def work() -> None:
             try:
                 m = self.loaded(request)
                 kw = self._kwargs(request)
                 with m.lock:
                     self._check_context(m, kw)
+                    if m._decoder is not None and m._decoder.resident:
+                        m._decoder.forget()
                     parts: list[str] = []
                     finish = None
                     prompt_tokens, estimated = self._stream_prompt_tokens(m, kw)
@@ -525,7 +552,7 @@ class LocalBackend(Backend):
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
-        task = asyncio.ensure_future(asyncio.to_thread(work))
+        task = asyncio.ensure_future(asyncio.to_thread(work_decoder if self.batching else work))
         try:
             while True:
                 item = await queue.get()
