@@ -67,6 +67,20 @@ async def run_queries(pipe: Any, count: int, limit: int, workers: int) -> dict[s
             "peak_in_flight": limiter.peak, "median_call_s": latencies[len(latencies) // 2] if latencies else 0.0}
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Linux keeps `ru_maxrss` across `execve`, so a child
+    started from a parent that once held a model (a bench run before this one) would report
+    the parent's peak; `VmHWM` belongs to the address space, which `execve` replaces."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for row in f:
+                if row.startswith("VmHWM:"):
+                    return int(row.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(kind: str, base_url: str, count: int, latency_s: float) -> dict[str, Any]:
     if kind in ("http", "http-sdk"):
         pipe = http_pipeline(base_url, "smoa", 8, 3, 3, http_client="openai-sdk" if kind == "http-sdk" else "aiohttp")
@@ -91,7 +105,7 @@ def child(kind: str, base_url: str, count: int, latency_s: float) -> dict[str, A
             return await run_queries(pipe, count, LIMIT, WORKERS)
 
     res = asyncio.run(main())
-    res["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["max_rss_mb"] = peak_rss_mb()
     return res
 
 
