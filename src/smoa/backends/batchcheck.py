@@ -161,3 +161,22 @@ def compare_batch(dec: BatchDecoder, jobs: list[GenJob], prime: list[GenJob] | N
         seqs.append({"tokens": path, "text": res.text, "steps": steps})
     floor = max(floor, MIN_REL_FLOOR * scale)
     return {"floor": floor, "bound": 2 * floor, "scale": scale, "sequences": seqs, "prompt_reused": reused}
+
+
+def violations(rep: dict[str, Any], what: str = "batch") -> list[str]:
+    """What in a `compare_batch` report breaks points 1-3 above, one line each (empty: all
+    hold). `what` names the generation under test in the lines ("batch", "reused")."""
+    bound = rep["bound"]
+    out = []
+    for s, seq in enumerate(rep["sequences"]):
+        for st in seq["steps"]:
+            where = f"sequence {s}, step {st['step']} (bound {bound:.3f} on {cpu_summary()})"
+            if not st["argmax_ok"]:
+                out.append(f"{where}: the {what} token is not the argmax of its own logits")
+            if st["abs_1row"] > bound:
+                out.append(f"{where}: {what} vs token-by-token logits differ by {st['abs_1row']:.3f}")
+            if st["abs_nrow"] > bound:
+                out.append(f"{where}: {what} vs one-shot logits differ by {st['abs_nrow']:.3f}")
+            if st["margin"] > 2 * bound:
+                out.append(f"{where}: the sequence alone prefers another token by {st['margin']:.3f}")
+    return out
