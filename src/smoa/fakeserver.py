@@ -99,13 +99,20 @@ def example_of(schema: Any, few: bool = False) -> Any:
     return {"string": "fake", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(str(kind), "fake")
 
 
-def _tool_reply(body: dict[str, Any], req: Request, model: str, cid: str, usage: Any) -> dict[str, Any]:
+def _after_tool_result(req: Request) -> bool:
+    """Whether the latest message carries a tool's result (smoa.server.tools words it as "Result
+    of the tool call ..."). A writer's prompt wraps the user's latest message in its own text
+    (the answers before it, the task around it), so the words are looked for anywhere in it."""
     last = req.messages[-1]["content"] if req.messages else ""
+    return isinstance(last, str) and "Result of the tool call" in last
+
+
+def _tool_reply(body: dict[str, Any], req: Request, model: str, cid: str, usage: Any) -> dict[str, Any]:
     choice = body.get("tool_choice")
     tools = [t["function"] for t in body["tools"] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
     if isinstance(choice, dict):
         tools = [t for t in tools if t.get("name") == choice.get("function", {}).get("name")] or tools
-    if last.startswith("Result of the tool call") and choice in (None, "auto"):
+    if _after_tool_result(req) and choice in (None, "auto"):
         msg: dict[str, Any] = {"role": "assistant", "content": "fake"}
         finish = "stop"
     else:
@@ -204,8 +211,7 @@ def build_app(cfg: FakeConfig) -> Any:
                 return JSONResponse(_tool_reply(body, req, model, f"chatcmpl-{stats.requests}", usage))
             text = responder(req)
             if req.json_schema is not None and not _fits(text, req.json_schema):
-                last = req.messages[-1]["content"] if req.messages else ""
-                text = json.dumps(example_of(req.json_schema, few=last.startswith("Result of the tool call")))
+                text = json.dumps(example_of(req.json_schema, few=_after_tool_result(req)))
             u: dict[str, Any] = usage(req, text)
             if fault in _BAD_USAGE:
                 u = {**u, "completion_tokens": _BAD_USAGE[fault]}
