@@ -22,6 +22,7 @@ from typing import Any
 
 from ..policy import METHODS, sparse_methods
 from ..types import SmoaError
+from .budget import cutoff_summary, warning
 from .selection import selection_summary
 from .store import STORE_NAME, ResultsStore
 
@@ -61,6 +62,7 @@ class MethodStats:
     models: dict[str, list[str]] = field(default_factory=dict)
     scores_by_item: dict[str, float] = field(default_factory=dict, repr=False)
     selection: dict[str, Any] | None = None  # judge and moderator figures (selection.py)
+    cutoffs: dict[str, Any] | None = None  # calls stopped by max_tokens (budget.py)
     # judged sets: the mean and count of each component (aspect, turn) and the number of
     # judge verdicts that could not be read (left out of every mean)
     components: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -76,6 +78,7 @@ class BenchReport:
     setup: dict[str, Any] = field(default_factory=dict)
     note: str = ""
     notes: list[str] = field(default_factory=list)  # the benchmark's own (what is not there)
+    warnings: list[str] = field(default_factory=list)  # what makes a method's score suspect (budget.py)
     plots: dict[str, str] = field(default_factory=dict)
 
 
@@ -227,6 +230,7 @@ def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0, bench: 
         judge_tokens=mean("judge_tokens"),
         fallbacks=sum(1 for r in ok if (r.get("score_detail") or {}).get("fallback")),
         selection=selection_summary(ok) if any("trace" in r for r in ok) else None,
+        cutoffs=cutoff_summary(ok) if any("trace" in r for r in ok) else None,
     )
     details = [r.get("score_detail") or {} for r in ok]
     st.unparsed = sum(int(d.get("unparsed", 1 if d.get("fallback") else 0)) for d in details)
@@ -276,6 +280,7 @@ def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
                 stats.append(st)
             rep = BenchReport(benchmark=b, methods=stats, lower_is_better=lower,
                               notes=list(getattr(bench, "report_notes", ()) or ()))
+            rep.warnings = [w for w in [warning([(s.method, s.cutoffs) for s in stats])] if w]
             rep.metric = metric or ("accuracy" if all(s.accuracy for s in stats if s.quality is not None) else "mean score")
             for m in ids:
                 setup = store.get_setup(b, m, "roles")
@@ -434,6 +439,22 @@ def tables(rep: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
               f"{x['stopped_correct']} / {x['stopped_wrong']}", f"{x['continued_correct']} / {x['continued_wrong']}",
               _f(x["rounds_mean"], 2)] for m, x in sel],
         ))
+    cut = [(s.method, s.cutoffs) for s in rep.methods if s.cutoffs]
+    if cut:
+        stages_cut = [st for st in STAGE_ORDER if any(st in c["by_stage"] for _, c in cut)]
+        stages_cut += sorted({st for _, c in cut for st in c["by_stage"]} - set(stages_cut))
+
+        def share(n: int, c: int) -> str:
+            return f"{c} / {n} ({c / n:.0%})" if n else "-"
+
+        out.append((
+            "Calls stopped by max_tokens (cut / answered)",
+            ["method", "final answers", *stages_cut, "all calls"],
+            [[m, share(c["final_items"], c["final_cut"])]
+             + [share(c["by_stage"][st]["calls"], c["by_stage"][st]["cut"]) if st in c["by_stage"] else "-"
+                for st in stages_cut]
+             + [share(c["calls"], c["calls_cut"])] for m, c in cut],
+        ))
     comps = sorted({k for s in rep.methods for k in s.components})
     if comps:
         out.append((
@@ -489,6 +510,8 @@ def render_markdown(reports: list[BenchReport]) -> str:
             lines += [f"{rep.metric}: lower is better.", ""]
         if rep.note:
             lines += [f"> {rep.note}", ""]
+        for w in rep.warnings:
+            lines += [f"> **Cut off:** {w}", ""]
         for title, header, rows in tables(rep):
             lines += [f"### {title}", "", _md_table(header, rows), ""]
         for note in rep.notes:
@@ -524,6 +547,8 @@ def render_html(reports: list[BenchReport]) -> str:
             parts.append(f"<p>{e(rep.metric)}: lower is better.</p>")
         if rep.note:
             parts.append(f"<p class='note'>{e(rep.note)}</p>")
+        for w in rep.warnings:
+            parts.append(f"<p class='note'><b>Cut off:</b> {e(w)}</p>")
         for title, header, rows in tables(rep):
             parts.append(f"<h3>{e(title)}</h3><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
             for r in rows:
@@ -575,6 +600,7 @@ def summary_dict(rep: BenchReport) -> dict[str, Any]:
                 "wall_s_per_item": s.wall_s, "tokens_vs_moa": s.ratio_vs_moa, "pareto": s.pareto,
                 "delta_vs_moa": s.delta_vs_moa, "delta_ci95": list(s.delta_ci) if s.delta_ci else None,
                 "selection": s.selection,
+                "cut_at_max_tokens": s.cutoffs,
                 "components": {k: {"mean": v[0], "n": v[1]} for k, v in s.components.items()},
                 "unparsed_verdicts": s.unparsed,
                 "models": s.models,
@@ -582,4 +608,5 @@ def summary_dict(rep: BenchReport) -> dict[str, Any]:
             for s in rep.methods
         },
         "notes": rep.notes,
+        "warnings": rep.warnings,
     }
