@@ -68,7 +68,7 @@ def _run(name: str, quick: bool) -> tuple[dict[str, Any], str]:
     elif name == "concurrent":
         from . import concurrent as m
 
-        res = m.run(queries=2 if quick else 4, repeats=1)
+        res = m.run(queries=2 if quick else 4, repeats=1 if quick else 3)
     else:
         raise SystemExit(f"unknown benchmark {name!r}: use {', '.join(NAMES)}")
     return res, m.report(res)
