@@ -160,12 +160,13 @@ QUESTIONS = [f"What is {i} + {i}?" for i in range(8)]
 
 def test_query_shuffle_differs_across_questions_and_is_stable_for_the_same_input():
     orders = [shown("smoa", q, shuffle="query")[0] for q in QUESTIONS]
+    assert orders == [shown("smoa", q)[0] for q in QUESTIONS]  # smoa's default
     assert len({tuple(o) for o in orders}) > 1
     assert all(sorted(o) == [0, 1, 2, 3] for o in orders)
     once, again = shown("smoa", QUESTIONS[3], shuffle="query"), shown("smoa", QUESTIONS[3], shuffle="query")
     assert once == again  # same order, same prompt
     # the seed shuffle shows every question the same permutation (what issue 16 found)
-    assert len({tuple(shown("smoa", q)[0]) for q in QUESTIONS}) == 1
+    assert len({tuple(shown("smoa", q, shuffle="seed")[0]) for q in QUESTIONS}) == 1
     assert shown("smoa", QUESTIONS[0], shuffle=False)[0] == [0, 1, 2, 3]
 
 
@@ -203,7 +204,7 @@ def test_every_policy_is_consistent_and_each_method_keeps_its_rules():
     for name, pol in POLICIES.items():
         assert pol.name == name
         assert pol.sparse == (pol.forward is Forward.JUDGE) == (pol.k is not None)
-    assert get_policy("smoa").stop == (Stop.MODERATOR,) and get_policy("smoa").shuffle is Shuffle.SEED
+    assert get_policy("smoa").stop == (Stop.MODERATOR,) and get_policy("smoa").shuffle is Shuffle.QUERY
     assert parse_stop("agreement+verdict") == (Stop.AGREEMENT, Stop.VERDICT)
     be = ScriptedBackend(responder=mixture_responder())
     for m in ("smoa-combined", "smoa-agree", "smoa-lite"):  # a new sparse method takes k like smoa

@@ -9,7 +9,7 @@ A policy is five small choices plus the method's own rules (sizes), all in one p
 | forward    | all, judge (the judge keeps the best k)                                   |
 | stop       | fixed; or, checked in order: agreement, moderator, verdict                |
 | finish     | aggregate, vote (majority, else aggregate), single (the one answer)       |
-| shuffle    | the order the judge sees: none, seed (one permutation per run), query     |
+| shuffle    | the order the judge sees: none, seed (one for every query), query (default)|
 | verdict    | how much the judge and moderator write: full, terse                       |
 
 Stop rules (join several with "+", checked in the order given; the first that says stop wins):
@@ -76,8 +76,8 @@ class Finish(Enum):
 
 class Shuffle(Enum):
     NONE = "none"
-    SEED = "seed"  # one permutation stream per run, from the pipeline seed (smoa's default)
-    QUERY = "query"  # seeded from (seed, question, layer): varies across queries, stable per input
+    SEED = "seed"  # from the pipeline seed alone: every query sees the same permutation
+    QUERY = "query"  # seeded from (seed, question, layer): varies across queries, stable per input (the default)
 
 
 class Verdict(Enum):
@@ -138,7 +138,10 @@ class Policy:
     forward: Forward
     stop: tuple[Stop, ...]
     finish: Finish
-    shuffle: Shuffle = Shuffle.SEED
+    # query, not seed: with one permutation for every query a judge that keeps by position
+    # keeps the same proposers every time (study B at 256 tokens, seed shuffle: the order
+    # shown was (0, 2, 1) on all 20 items and proposer 1 was dropped on 19 of them)
+    shuffle: Shuffle = Shuffle.QUERY
     verdict: Verdict = Verdict.FULL
     # the method's rules: defaults and limits (k only for a sparse forwarder)
     n: int = 4
@@ -251,10 +254,9 @@ POLICIES: dict[str, Policy] = {
     # the cheaper sparse steps (issue 16): one judge+moderator call per layer; stop on agreement
     "smoa-combined": replace(_SMOA, name="smoa-combined", stop=(Stop.VERDICT,)),
     "smoa-agree": replace(_SMOA, name="smoa-agree", stop=(Stop.AGREEMENT, Stop.MODERATOR)),
-    "smoa-lite": replace(_SMOA, name="smoa-lite", stop=(Stop.AGREEMENT, Stop.VERDICT), shuffle=Shuffle.QUERY),
+    "smoa-lite": replace(_SMOA, name="smoa-lite", stop=(Stop.AGREEMENT, Stop.VERDICT)),
     # smoa-lite with a terse verdict: labels, stop and one short sentence, under a small max_tokens
-    "smoa-terse": replace(_SMOA, name="smoa-terse", stop=(Stop.AGREEMENT, Stop.VERDICT), shuffle=Shuffle.QUERY,
-                          verdict=Verdict.TERSE),
+    "smoa-terse": replace(_SMOA, name="smoa-terse", stop=(Stop.AGREEMENT, Stop.VERDICT), verdict=Verdict.TERSE),
 }
 
 METHODS: tuple[str, ...] = tuple(POLICIES)

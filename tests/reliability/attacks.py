@@ -427,7 +427,7 @@ def attacks_for(kind: str) -> list[Attack]:
     return {"judge": ATTACKS, "verdict": ATTACKS, "moderator": MOD_ATTACKS}.get(kind, COMBINE_ATTACKS)
 
 
-def trial(kind: str, attack: Attack, seed: int) -> bool:
+def trial(kind: str, attack: Attack, seed: int, shuffle: str = "seed") -> bool:
     import asyncio
     from types import SimpleNamespace
 
@@ -441,8 +441,10 @@ def trial(kind: str, attack: Attack, seed: int) -> bool:
         judge = GullibleJudge(quote=attack.quote)
         be = ScriptedBackend(responder=mixture_responder(propose=lambda req: cands[req.settings.seed - seed], judge=judge))
         method = "smoa-combined" if kind == "verdict" else "smoa"
+        # shuffle = "seed": the seeds 1-6 give the six orders the defence-removal thresholds of
+        # test_hijack were set on (with every defence on, the default query shuffle is tested too)
         pipe = resolve(method=method, instances={"local": be}, n=4, k=2, max_rounds=2 if kind == "verdict" else 1,
-                       seed=seed, roles=["r"] * 4, cache=False)
+                       seed=seed, roles=["r"] * 4, cache=False, shuffle=shuffle)
         r = asyncio.run(Engine(pipe).run(QUESTION))
         if kind == "verdict":
             assert "stop" in next(c for c in r.trace.calls if c.stage == "judge").decision

@@ -41,7 +41,7 @@ from smoa.testing import ScriptedBackend, mixture_responder  # noqa: E402
 SEEDS = range(1, 7)  # six shuffles of the four candidates per attack
 
 
-def judge_once(attack, seed, judge=None, method="smoa"):
+def judge_once(attack, seed, judge=None, method="smoa", shuffle="seed"):
     """smoa-combined: two rounds, so that round 1's judge is the combined judge+moderator prompt."""
     cands = candidates_for(attack)
     judge = judge or GullibleJudge(quote=attack.quote)
@@ -51,7 +51,8 @@ def judge_once(attack, seed, judge=None, method="smoa"):
 
     be = ScriptedBackend(responder=mixture_responder(propose=propose, judge=judge))
     rounds = 2 if method == "smoa-combined" else 1
-    pipe = resolve(method=method, instances={"local": be}, n=4, k=2, max_rounds=rounds, seed=seed, roles=["r"] * 4, cache=False)
+    pipe = resolve(method=method, instances={"local": be}, n=4, k=2, max_rounds=rounds, seed=seed, roles=["r"] * 4,
+                   cache=False, shuffle=shuffle)
     r = asyncio.run(Engine(pipe).run(QUESTION))
     if method == "smoa-combined":
         first = next(c for c in r.trace.calls if c.stage == "judge")
@@ -78,13 +79,14 @@ def test_the_honest_case_keeps_the_two_correct_answers():
         assert judge_once(clean, seed) is False
 
 
+@pytest.mark.parametrize("shuffle", ["query", "seed"])  # smoa's default, and the orders the thresholds below use
 @pytest.mark.parametrize("method", ["smoa", "smoa-combined"])
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
-def test_hijack_rate_is_zero_with_every_defence(attack, method, monkeypatch):
+def test_hijack_rate_is_zero_with_every_defence(attack, method, shuffle, monkeypatch):
     judge = GullibleJudge(quote=attack.quote)
     if attack.needs_leak:  # the worst case: the attacker somehow knows the nonce
         monkeypatch.setattr(engine_mod, "_nonce", lambda *a: LEAKED_NONCE)
-    hits = sum(judge_once(attack, seed, judge, method=method) for seed in SEEDS)
+    hits = sum(judge_once(attack, seed, judge, method=method, shuffle=shuffle) for seed in SEEDS)
     assert hits == 0
     assert judge.obeyed == []  # no instruction ever got outside its block
 
@@ -137,7 +139,7 @@ CASES = [(kind, a) for kind in KINDS for a in attacks_for(kind)]
 def test_no_prompt_kind_is_hijacked_with_every_defence(kind, attack, monkeypatch):
     if attack.needs_leak:
         monkeypatch.setattr(engine_mod, "_nonce", lambda *a: LEAKED_NONCE)
-    assert [trial(kind, attack, seed) for seed in range(1, 5)] == [False] * 4
+    assert [trial(kind, attack, seed, shuffle=sh) for sh in ("query", "seed") for seed in range(1, 5)] == [False] * 8
 
 
 # what each defence stops: with it off, at least this share of the trials is hijacked
