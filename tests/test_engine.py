@@ -51,8 +51,19 @@ def numbered(req):
     return f"answer from seed {req.settings.seed}"
 
 
-def test_smoa_call_graph_and_layer2_carries_only_k():
+def test_smoa_call_graph_is_one_judge_call_per_layer():
     be, pipe = make("smoa", mixture_responder(propose=numbered), n=4, k=2, max_rounds=2)
+    r = run(pipe)
+    # the judge's verdict holds the stop decision: no moderator call (smoa-moderator below has one)
+    assert stages(r.trace) == (
+        [("role", 0)] + [("propose", 1)] * 4 + [("judge", 1)] + [("propose", 2)] * 4 + [("judge", 2), ("aggregate", 3)]
+    )
+    first = next(c for c in r.trace.calls if c.stage == "judge")
+    assert "stop" in first.decision and r.trace.layers[0]["moderator"]["combined"] is True
+
+
+def test_smoa_call_graph_and_layer2_carries_only_k():
+    be, pipe = make("smoa-moderator", mixture_responder(propose=numbered), n=4, k=2, max_rounds=2)
     r = run(pipe)
     assert stages(r.trace) == (
         [("role", 0)] + [("propose", 1)] * 4 + [("judge", 1), ("moderate", 1)]
@@ -131,7 +142,7 @@ def test_duplicates_are_one_candidate_and_judge_skipped_when_few():
 
 def test_moderator_stops_early():
     be, pipe = make(
-        "smoa", mixture_responder(propose=numbered, moderate='{"reasoning": "they agree", "stop": true}'), n=3, k=2, max_rounds=3
+        "smoa-moderator", mixture_responder(propose=numbered, moderate='{"reasoning": "they agree", "stop": true}'), n=3, k=2, max_rounds=3
     )
     r = run(pipe)
     assert stages(r.trace) == [("role", 0)] + [("propose", 1)] * 3 + [("judge", 1), ("moderate", 1), ("aggregate", 2)]
@@ -140,7 +151,7 @@ def test_moderator_stops_early():
 
 
 def test_max_rounds_is_hard_and_moderator_not_asked_on_last_round():
-    be, pipe = make("smoa", mixture_responder(propose=numbered), n=3, k=2, max_rounds=3)
+    be, pipe = make("smoa-moderator", mixture_responder(propose=numbered), n=3, k=2, max_rounds=3)
     r = run(pipe)
     assert [c.stage for c in r.trace.calls].count("moderate") == 2
     assert [c.stage for c in r.trace.calls].count("propose") == 9
@@ -148,7 +159,7 @@ def test_max_rounds_is_hard_and_moderator_not_asked_on_last_round():
 
 
 def test_unusable_moderator_continues_with_recorded_fallback():
-    be, pipe = make("smoa", mixture_responder(propose=numbered, moderate="maybe?"), n=3, k=2, max_rounds=2)
+    be, pipe = make("smoa-moderator", mixture_responder(propose=numbered, moderate="maybe?"), n=3, k=2, max_rounds=2)
     r = run(pipe)
     assert r.trace.layers[0]["moderator"]["fallback"].startswith("no usable JSON")
     assert [c.stage for c in r.trace.calls].count("propose") == 6
@@ -370,8 +381,9 @@ def test_prompts_that_carry_answers_share_their_front():
     """Layout for KV reuse: the same system prompt for every call that carries answers, then
     the user's message and the answers, then the call's own task. So the moderator, the next
     layer's proposers and the aggregator repeat one prefix up to the end of the kept answers,
-    the judge repeats it up to its candidates, and n, k, the round and the role come after."""
-    be, pipe = make("smoa", mixture_responder(propose=numbered), n=4, k=2, max_rounds=2)
+    the judge repeats it up to its candidates, and n, k, the round and the role come after.
+    (smoa-moderator: the layout with a moderator call; smoa's own calls are a subset of it.)"""
+    be, pipe = make("smoa-moderator", mixture_responder(propose=numbered), n=4, k=2, max_rounds=2)
     r = run(pipe)
     calls = [c for c in r.trace.calls if c.stage != "role" and not (c.stage == "propose" and c.layer == 1)]
     assert {c.stage for c in calls} == {"judge", "moderate", "propose", "aggregate"}

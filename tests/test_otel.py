@@ -42,10 +42,10 @@ def spans():
     otel.uninstrument()
 
 
-def smoa_query(propose=distinct, q="What is 2+2?", **kw):
+def smoa_query(propose=distinct, q="What is 2+2?", method="smoa", **kw):
     be = ScriptedBackend(responder=mixture_responder(propose=propose))
     kw = {"n": 3, "k": 2, "max_rounds": 2, "seed": 1, **kw}
-    return run_sync(q, "smoa", backends={"local": be}, **kw)
+    return run_sync(q, method, backends={"local": be}, **kw)
 
 
 def split(exp):
@@ -57,11 +57,12 @@ def split(exp):
 
 
 def test_span_tree_of_a_scripted_smoa_query(spans):
-    r = smoa_query()
+    # smoa-moderator: every kind of call span, the moderator's included
+    r = smoa_query(method="smoa-moderator")
     tr = r.trace
     root, kids = split(spans)
     # one query span, one child per call, all in one trace, in the trace's order
-    assert root.name == "invoke_workflow smoa" and root.kind == SpanKind.INTERNAL
+    assert root.name == "invoke_workflow smoa-moderator" and root.kind == SpanKind.INTERNAL
     assert len(kids) == len(tr.calls) == 11
     assert all(k.parent.span_id == root.context.span_id and k.context.trace_id == root.context.trace_id for k in kids)
     assert [(k.attributes["smoa.stage"], k.attributes["smoa.layer"]) for k in kids] == (
@@ -70,8 +71,8 @@ def test_span_tree_of_a_scripted_smoa_query(spans):
     )
     # the query span
     a = root.attributes
-    assert a[ga.GEN_AI_OPERATION_NAME] == "invoke_workflow" and a[ga.GEN_AI_WORKFLOW_NAME] == "smoa"
-    assert a["smoa.trace_id"] == tr.id and a["smoa.method"] == "smoa" and a["smoa.pipeline"] == tr.pipeline
+    assert a[ga.GEN_AI_OPERATION_NAME] == "invoke_workflow" and a[ga.GEN_AI_WORKFLOW_NAME] == "smoa-moderator"
+    assert a["smoa.trace_id"] == tr.id and a["smoa.method"] == "smoa-moderator" and a["smoa.pipeline"] == tr.pipeline
     assert a["smoa.stop_reason"] == tr.stop_reason and a["smoa.finish"] == "aggregate"
     assert a["smoa.answer.length"] == len(r.answer) and a["smoa.calls"] == 11 and a["smoa.layers"] == 2
     cost = tr.cost()["total"]
@@ -123,7 +124,7 @@ def test_moderator_stop_and_judge_skipped_are_recorded(spans):
         return json.dumps({"reasoning": "they agree", "stop": True})
 
     be = ScriptedBackend(responder=mixture_responder(propose=lambda r: "4", moderate=moderate))
-    r = run_sync("2+2?", "smoa", backends={"local": be}, n=3, k=2, max_rounds=3, seed=1)
+    r = run_sync("2+2?", "smoa-moderator", backends={"local": be}, n=3, k=2, max_rounds=3, seed=1)
     root, kids = split(spans)
     assert r.trace.stop_reason == "moderator" and root.attributes["smoa.stop_reason"] == "moderator"
     assert [k.attributes["smoa.stage"] for k in kids] == ["role", "propose", "propose", "propose", "moderate", "aggregate"]
@@ -274,12 +275,12 @@ def test_spans_reach_a_real_otlp_http_receiver(receiver):
     otel.instrument(endpoint=receiver.url + "/v1/traces", service_name="smoa-test", headers={"Authorization": f"Bearer {token}"})
     masked = redaction.redact(f"header was {token}")  # the exporter's credential is a secret of the process
     assert token[:8] not in masked and "[redacted]" in masked
-    r = smoa_query()
+    r = smoa_query()  # smoa: role, 3 + 3 proposers, a judge per layer, the aggregator
     assert otel.flush(10_000)
     assert receiver.paths and all(p == ("/v1/traces", "application/x-protobuf") for p in receiver.paths)
     assert set(receiver.auth) == {f"Bearer {token}"}
     got = receiver.spans()
-    assert len(got) == 12
+    assert len(got) == len(r.trace.calls) + 1 == 11
     assert {res["service.name"] for res, *_ in got} == {"smoa-test"} and {scope for _, scope, *_ in got} == {"smoa"}
     root = [(s, a) for _, _, s, a in got if not s.parent_span_id]
     assert len(root) == 1
@@ -294,6 +295,8 @@ def test_spans_reach_a_real_otlp_http_receiver(receiver):
         assert s.start_time_unix_nano == pytest.approx((r.trace.created_at + c.started_at) * 1e9, abs=1000)
     judge = next(a for _, a in kids if a["smoa.stage"] == "judge")
     assert judge["smoa.judge.kept"] == r.trace.layers[0]["kept"]
+    # smoa's judge also decided the stop: the one span carries both decisions
+    assert judge["smoa.moderator.stop"] is r.trace.layers[0]["moderator"]["stop"] is False
 
 
 def test_smoa_ask_otel_exports_to_the_standard_endpoint(receiver, tmp_path):

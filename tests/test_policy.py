@@ -31,7 +31,7 @@ def verdict(stop, selected=(1, 2)):
 
 
 def test_combined_verdict_is_one_call_per_layer_instead_of_two():
-    _, sep = make("smoa", mixture_responder(propose=numbered), n=4, k=2, max_rounds=3)
+    _, sep = make("smoa-moderator", mixture_responder(propose=numbered), n=4, k=2, max_rounds=3)
     _, comb = make("smoa-combined", mixture_responder(propose=numbered, judge=verdict(False)), n=4, k=2, max_rounds=3)
     a, b = run(sep).trace, run(comb).trace
     p4 = lambda layer: [("propose", layer)] * 4  # noqa: E731
@@ -60,7 +60,8 @@ def test_combined_verdict_stops_and_keeps_separate_fallbacks():
 
 
 def test_combined_verdict_without_a_stop_field_counts_a_stop_fallback():
-    _, pipe = make("smoa-combined", mixture_responder(propose=numbered), n=4, k=2, max_rounds=2)  # judge omits stop
+    omits_stop = lambda req: json.dumps({"reasoning": "r", "selected": [1, 2]})  # noqa: E731
+    _, pipe = make("smoa-combined", mixture_responder(propose=numbered, judge=omits_stop), n=4, k=2, max_rounds=2)
     t = run(pipe).trace
     lay = t.layers[0]
     assert lay["judge"]["fallback"] is None
@@ -204,7 +205,10 @@ def test_every_policy_is_consistent_and_each_method_keeps_its_rules():
     for name, pol in POLICIES.items():
         assert pol.name == name
         assert pol.sparse == (pol.forward is Forward.JUDGE) == (pol.k is not None)
-    assert get_policy("smoa").stop == (Stop.MODERATOR,) and get_policy("smoa").shuffle is Shuffle.QUERY
+    assert get_policy("smoa").stop == (Stop.VERDICT,) and get_policy("smoa").shuffle is Shuffle.QUERY
+    assert get_policy("smoa-moderator").stop == (Stop.MODERATOR,)
+    # smoa-combined stays as another name for smoa's own policy
+    assert get_policy("smoa-combined").describe() == get_policy("smoa").describe()
     assert parse_stop("agreement+verdict") == (Stop.AGREEMENT, Stop.VERDICT)
     be = ScriptedBackend(responder=mixture_responder())
     for m in ("smoa-combined", "smoa-agree", "smoa-lite"):  # a new sparse method takes k like smoa

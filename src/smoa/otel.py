@@ -298,17 +298,18 @@ def export_trace(
         span.set_status(Status(StatusCode.ERROR, redact(trace.error)[:500]))
     ctx = trace_api.set_span_in_context(span)
     proposer = {p.get("call_id"): p.get("index") for lay in trace.layers for p in lay.get("proposals", [])}
-    verdicts = {
-        info.get("call_id"): (stage, info)
-        for lay in trace.layers for stage in ("judge", "moderator")
-        if isinstance(info := lay.get(stage), dict) and info.get("call_id") is not None
-    }
+    # call id -> its decisions: a combined verdict is one call that both judged and moderated
+    verdicts: dict[Any, list[tuple[str, dict[str, Any]]]] = {}
+    for lay in trace.layers:
+        for stage in ("judge", "moderator"):
+            if isinstance(info := lay.get(stage), dict) and info.get("call_id") is not None:
+                verdicts.setdefault(info["call_id"], []).append((stage, info))
     for c in trace.calls:
         attrs = _call_attrs(c, ga, capture_content)
         if c.id in proposer:
             attrs["smoa.proposer"] = proposer[c.id]
-        if c.id in verdicts:
-            attrs.update(_verdict_attrs(*verdicts[c.id], capture_content))
+        for stage, info in verdicts.get(c.id, ()):
+            attrs.update(_verdict_attrs(stage, info, capture_content))
         if trace.finish.get("call_id") == c.id and c.stage == "aggregate":
             attrs["smoa.aggregate.inputs"] = list(trace.finish.get("inputs", []))
         if c.error:

@@ -121,13 +121,18 @@ def mixture_responder(
 ) -> Callable[[Request], str]:
     """A responder that answers each stage plausibly; override any stage with a string or function.
 
-    Default judge: picks the first k labels it was shown. Default roles: n distinct roles.
+    Default judge: picks the first k labels it was shown, and where its verdict also holds the
+    stop decision (smoa's one-call verdict) says go on, as the default moderator does.
+    Default roles: n distinct roles.
     """
     import json as _json
 
     def default_judge(req: Request) -> str:
-        k = req.json_schema["properties"]["selected"]["minItems"]  # type: ignore[index]
-        return _json.dumps({"reasoning": "first k", "selected": list(range(1, k + 1))})
+        props = req.json_schema["properties"]  # type: ignore[index]
+        out: dict[str, Any] = {"reasoning": "first k", "selected": list(range(1, props["selected"]["minItems"] + 1))}
+        if "stop" in props:
+            out["stop"] = False
+        return _json.dumps(out)
 
     def default_roles(req: Request) -> str:
         n = req.json_schema["properties"]["roles"]["minItems"]  # type: ignore[index]

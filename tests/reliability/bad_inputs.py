@@ -110,7 +110,7 @@ CASES: list[Case] = [
     # -- options -------------------------------------------------------------
     Case("k-not-below-n", "k >= n", "pipelines.p.k = 3 must be smaller than n = 3: the judge keeps k of the n responses",
          argv=("ask", "hi", *CFG, "-m", "smoa", "-n", "3", "-k", "3"), files=OK),
-    Case("unknown-method", "unknown method", "unknown method 'nope': use one of single, moa, smoa, mad, self-moa, smoa-combined, smoa-agree, smoa-lite, smoa-terse",
+    Case("unknown-method", "unknown method", "unknown method 'nope': use one of single, moa, smoa, mad, self-moa, smoa-moderator, smoa-combined, smoa-agree, smoa-lite, smoa-terse",
          argv=("ask", "hi", *CFG, "-m", "nope"), files=OK),
     Case("zero-rounds", "zero rounds", "options: max_rounds: Input should be greater than or equal to 1",
          argv=("ask", "hi", *CFG, "--rounds", "0"), files=OK),
@@ -119,7 +119,7 @@ CASES: list[Case] = [
     Case("hot-temperature", "temperature out of range", "options: agent.temperature: Input should be less than or equal to 2",
          argv=("ask", "hi", *CFG, "--temperature", "3"), files=OK),
     Case("unknown-pipeline", "a pipeline the config does not have",
-         "pipeline 'nope' is not in the config: use one of single, moa, smoa, mad, self-moa, smoa-combined, smoa-agree, smoa-lite, smoa-terse, p",
+         "pipeline 'nope' is not in the config: use one of single, moa, smoa, mad, self-moa, smoa-moderator, smoa-combined, smoa-agree, smoa-lite, smoa-terse, p",
          argv=("ask", "hi", *CFG, "-p", "nope"), files=OK),
     # -- the config file -------------------------------------------------------
     Case("config-missing", "a config file that does not exist", "config file not found: {tmp}/nope.toml",
@@ -136,7 +136,7 @@ CASES: list[Case] = [
     Case("config-unknown-field", "an unknown field",
          "{tmp}/typo.toml: pipelines.p.metod: unknown field: remove it or check its spelling",
          argv=("ask", "hi", "-c", "{tmp}/typo.toml"), files={"typo.toml": '[pipelines.p]\nmetod = "smoa"\n'}),
-    Case("config-bad-k", "k given for a method that keeps all", "pipelines.p.k: only methods with a judge keep k responses (smoa, smoa-combined, smoa-agree, smoa-lite, smoa-terse); drop k or use one of them",
+    Case("config-bad-k", "k given for a method that keeps all", "pipelines.p.k: only methods with a judge keep k responses (smoa, smoa-moderator, smoa-combined, smoa-agree, smoa-lite, smoa-terse); drop k or use one of them",
          argv=("ask", "hi", "-c", "{tmp}/k.toml"), files={"k.toml": '[pipelines.p]\nmethod = "moa"\nk = 2\n'}),
     Case("config-bad-stop", "a misspelt stop rule",
          "{tmp}/stop.toml: pipelines.p.stop: unknown stop rule 'agrement': use one of fixed, agreement, moderator, verdict (join several with '+')",

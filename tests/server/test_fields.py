@@ -158,7 +158,8 @@ agent = { backend = "hosted", model = "gpt-x" }
     assert "embedded" not in remote["description"]
     assert "openai:http://127.0.0.1:9/v1" in remote["description"] and "gpt-x" in remote["description"]
     assert set(remote["stages"]) == {"proposers", "aggregator"}
-    assert "judge" in models["smoa"].smoa["stages"] and "moderator" in models["smoa"].smoa["stages"]
+    # smoa's judge decides the stop in its own verdict: no moderator agent runs
+    assert "judge" in models["smoa"].smoa["stages"] and "moderator" not in models["smoa"].smoa["stages"]
     assert set(models["single"].smoa["stages"]) == {"proposers"}
 
 

@@ -49,7 +49,8 @@ def propose(req):
     return f"Proposal from sample {req.settings.seed}: 12 * 7 = 84, because 10 * 7 = 70 and 2 * 7 = 14."
 
 
-JUDGE = json.dumps({"reasoning": "Candidates 2 and 3 show the working; the others repeat it.", "selected": [2, 3]})
+# smoa's judge holds the stop decision in its verdict (the viewer draws it as the moderator's node)
+JUDGE = json.dumps({"reasoning": "Candidates 2 and 3 show the working; one more round helps.", "selected": [2, 3], "stop": False})
 
 
 @pytest.fixture(scope="module")
