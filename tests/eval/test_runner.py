@@ -66,6 +66,51 @@ def test_store_keeps_finished_rows_and_replaces_errors(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def _copy_main_file_only(src: Path, dst: Path) -> Path:
+    """What a backup, a commit or a killed session keeps: results.sqlite without its -wal."""
+    dst.mkdir()
+    (dst / "results.sqlite").write_bytes((src / "results.sqlite").read_bytes())
+    return dst
+
+
+def test_store_checkpoints_so_the_main_file_alone_holds_the_rows(tmp_path, monkeypatch):
+    import smoa.eval.store as store_mod
+    monkeypatch.setattr(store_mod, "CHECKPOINT_EVERY_S", 0.0)
+    live = tmp_path / "live"
+    with ResultsStore(live) as st:
+        st.start_run("r1", "b", ["m"], {})
+        for i in range(3):
+            st.put(Row("b", "m", f"i{i}", answer="a", score=1.0, correct=True, run_id="r1"))
+        st.put_setup("b", "m", "roles", {"roles": ["x"]})
+        assert (live / "results.sqlite-wal").exists()  # still open: WAL mode, the run goes on
+        copy = _copy_main_file_only(live, tmp_path / "copy")
+        with ResultsStore(copy) as back:
+            assert back.done("b", "m") == {"i0", "i1", "i2"}
+            assert back.get_setup("b", "m", "roles") == {"roles": ["x"]}
+            assert [r["run_id"] for r in back.runs()] == ["r1"]
+
+
+def test_store_checkpoint_neither_waits_for_nor_breaks_a_reader(tmp_path, monkeypatch):
+    import smoa.eval.store as store_mod
+    monkeypatch.setattr(store_mod, "CHECKPOINT_EVERY_S", 0.0)
+    live = tmp_path / "live"
+    with ResultsStore(live) as st:
+        st.put(Row("b", "m", "i0", answer="a", score=1.0, run_id="r1"))
+        reader = sqlite3.connect(live / "results.sqlite", isolation_level=None)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM results").fetchone()[0] == 1  # holds a snapshot
+        t0 = time.monotonic()
+        assert st.put(Row("b", "m", "i1", answer="a", score=1.0, run_id="r1"))  # no wait, no error
+        assert time.monotonic() - t0 < 5  # the connection's busy timeout is 30 s: PASSIVE never waits
+        assert reader.execute("SELECT count(*) FROM results").fetchone()[0] == 1  # its snapshot holds
+        reader.execute("COMMIT")
+        reader.close()
+        st.put(Row("b", "m", "i2", answer="a", score=1.0, run_id="r1"))  # the next write folds them all
+        copy = _copy_main_file_only(live, tmp_path / "copy")
+        with ResultsStore(copy) as back:
+            assert back.done("b", "m") == {"i0", "i1", "i2"}
+
+
 # ---------------------------------------------------------------------------
 # runner on the scripted backend
 
