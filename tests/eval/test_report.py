@@ -4,7 +4,14 @@ import pytest
 from click.testing import CliRunner
 
 from smoa.cli import main
-from smoa.eval.report import bootstrap_ci, build_report, pareto_front, write_report
+from smoa.eval.report import (
+    bootstrap_ci,
+    build_report,
+    pareto_front,
+    render_markdown,
+    summary_dict,
+    write_report,
+)
 from smoa.eval.store import ResultsStore, Row
 
 
@@ -67,6 +74,30 @@ def test_report_numbers(tmp_path):
     assert s["smoa"].delta_vs_moa == pytest.approx(-0.05) and s["smoa"].paired_n == 20
     assert s["smoa"].delta_ci[0] <= -0.05 <= s["smoa"].delta_ci[1] <= 0.0
     assert s["moa"].delta_vs_moa is None
+
+
+def test_tokens_vs_moa_is_over_the_items_both_finished_when_the_sets_differ(tmp_path):
+    """A run still going: moa has items 0-3, smoa only 0-1. moa's items 2-3 are long ones;
+    the ratio of the means over different items would be 0.25, over the shared ones it is 0.5."""
+    with ResultsStore(tmp_path) as st:
+        for i, tot in enumerate([1000, 1000, 5000, 5000]):
+            st.put(Row("gsm8k", "moa", f"gsm8k/{i}", item_index=i, answer="x", score=1.0, correct=True,
+                       tokens_by_stage={"propose": stage(tot)}, total_tokens=tot))
+        for i in range(2):
+            st.put(Row("gsm8k", "smoa", f"gsm8k/{i}", item_index=i, answer="x", score=1.0, correct=True,
+                       tokens_by_stage={"propose": stage(500)}, total_tokens=500))
+        st.put(Row("gsm8k", "single", "gsm8k/9", item_index=9, answer="x", score=1.0, correct=True,
+                   tokens_by_stage={"propose": stage(100)}, total_tokens=100))
+    (rep,) = build_report(tmp_path)
+    s = {m.method: m for m in rep.methods}
+    assert s["smoa"].ratio_vs_moa == pytest.approx(0.5) and s["smoa"].ratio_items == 2
+    assert s["moa"].ratio_vs_moa == pytest.approx(1.0) and s["moa"].ratio_items == 0
+    assert s["single"].ratio_vs_moa is None  # no item in common: no ratio rather than a wrong one
+    md = render_markdown([rep])
+    assert "| 500 | 0.50 (on 2) |" in md and "| 100 | - |" in md
+    j = summary_dict(rep)["methods"]
+    assert j["smoa"]["tokens_vs_moa"] == pytest.approx(0.5) and j["smoa"]["tokens_vs_moa_items"] == 2
+    assert j["moa"]["tokens_vs_moa_items"] == 4
 
 
 def test_report_files_and_cli(tmp_path):

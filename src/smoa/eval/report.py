@@ -54,6 +54,7 @@ class MethodStats:
     judge_tokens: float = 0.0  # the evaluation judge's (not the method's)
     fallbacks: int = 0  # unusable evaluation-judge verdicts
     ratio_vs_moa: float | None = None
+    ratio_items: int = 0  # when item sets differ: the ratio is over the items both finished
     delta_vs_moa: float | None = None  # paired: mean over items both scored of (this - moa)
     delta_ci: tuple[float, float] | None = None
     paired_n: int = 0
@@ -61,6 +62,7 @@ class MethodStats:
     # stage -> the models that answered its calls (from the traces: what really ran)
     models: dict[str, list[str]] = field(default_factory=dict)
     scores_by_item: dict[str, float] = field(default_factory=dict, repr=False)
+    tokens_by_item: dict[str, float] = field(default_factory=dict, repr=False)
     selection: dict[str, Any] | None = None  # judge and moderator figures (selection.py)
     cutoffs: dict[str, Any] | None = None  # calls stopped by max_tokens (budget.py)
     # judged sets: the mean and count of each component (aspect, turn) and the number of
@@ -222,6 +224,7 @@ def method_stats(rows: list[dict[str, Any]], method: str, seed: int = 0, bench: 
     st = MethodStats(
         method=method, n=n, errors=errors,
         scores_by_item={r["item_id"]: float(r["score"]) for r in ok if r["score"] is not None and not math.isnan(float(r["score"]))},
+        tokens_by_item={r["item_id"]: float(r["total_tokens"] or 0) for r in ok},
         quality=sum(scores) / len(scores) if scores else None,
         ci=bootstrap_ci(scores, seed=seed),
         accuracy=bool(scores) and all(s in (0.0, 1.0) for s in scores),
@@ -292,7 +295,7 @@ def build_report(out: str | Path, seed: int = 0) -> list[BenchReport]:
             moa = next((s for s in stats if s.method == "moa" and s.n), None)
             for s in stats:
                 if moa and moa.tokens:
-                    s.ratio_vs_moa = s.tokens / moa.tokens
+                    s.ratio_vs_moa, s.ratio_items = token_ratio(s, moa)
                 if moa and s is not moa:
                     common = sorted(set(s.scores_by_item) & set(moa.scores_by_item))
                     diffs = [s.scores_by_item[i] - moa.scores_by_item[i] for i in common]
@@ -410,7 +413,7 @@ def tables(rep: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
             delta = f"{s.delta_vs_moa:+.3f} [{lo:+.3f}, {hi:+.3f}]"
         q.append([
             s.method + (" *" if s.pareto else ""), str(s.n), str(s.errors), _f(s.quality), ci, delta,
-            _tok(s.tokens), _f(s.ratio_vs_moa, 2) if s.ratio_vs_moa is not None else "-",
+            _tok(s.tokens), _ratio(s),
             _f(s.calls, 1), _f(s.wall_s, 2),
         ])
     stages = [st for st in STAGE_ORDER if any(s.by_stage.get(st) for s in rep.methods)]
@@ -494,13 +497,35 @@ def _setup_lines(rep: BenchReport) -> list[str]:
     return out
 
 
+def token_ratio(s: MethodStats, moa: MethodStats) -> tuple[float | None, int]:
+    """Tokens per item over moa's. On the same items, the ratio of the means. When the item
+    sets differ (a run still going, a method added later), over the items both finished:
+    token counts vary several-fold between items, so means over different items would
+    compare the items as much as the methods. Returns (ratio, items it is over; 0 when
+    the sets are the same). None when the two share no item."""
+    mine, theirs = set(s.tokens_by_item), set(moa.tokens_by_item)
+    if mine == theirs:
+        return (s.tokens / moa.tokens if moa.tokens else None), 0
+    common = mine & theirs
+    den = sum(moa.tokens_by_item[i] for i in common)
+    if not common or not den:
+        return None, 0
+    return sum(s.tokens_by_item[i] for i in common) / den, len(common)
+
+
+def _ratio(s: MethodStats) -> str:
+    if s.ratio_vs_moa is None:
+        return "-"
+    return f"{s.ratio_vs_moa:.2f}" + (f" (on {s.ratio_items})" if s.ratio_items else "")
+
+
 def render_markdown(reports: list[BenchReport]) -> str:
     lines = ["# Evaluation report", ""]
     lines.append(
         "Quality is the mean score per item with a percentile bootstrap 95% interval "
         f"({BOOTSTRAP_SAMPLES} resamples, seed 0). Tokens are prompt + completion tokens of every "
         "call of the method, from its trace; `tokens vs moa` is the method's tokens per item over "
-        "moa's; `vs moa` is the mean per-item difference from moa over the items both scored, "
+        "moa's (where their item sets differ, over the items both finished: `(on N)`); `vs moa` is the mean per-item difference from moa over the items both scored, "
         "with its own bootstrap interval. `*` marks the Pareto front (no other method is both cheaper and better). "
         "Items that ended in an error are counted under errors and left out of the means."
     )
@@ -539,7 +564,8 @@ def render_html(reports: list[BenchReport]) -> str:
         "<h1>Evaluation report</h1>",
         f"<p>Quality: mean score per item, percentile bootstrap 95% interval ({BOOTSTRAP_SAMPLES} resamples, seed 0). "
         "Tokens: prompt + completion of every call of the method, from its trace. "
-        "<code>tokens vs moa</code>: tokens per item relative to moa. * marks the Pareto front.</p>",
+        "<code>tokens vs moa</code>: tokens per item relative to moa (where the item sets differ, "
+        "over the items both finished: <code>(on N)</code>). * marks the Pareto front.</p>",
     ]
     for rep in reports:
         parts.append(f"<h2>{e(rep.benchmark)}</h2>")
@@ -597,7 +623,8 @@ def summary_dict(rep: BenchReport) -> dict[str, Any]:
             s.method: {
                 "n": s.n, "errors": s.errors, "quality": s.quality, "ci95": list(s.ci) if s.ci else None,
                 "tokens_per_item": s.tokens, "tokens_by_stage": s.by_stage, "calls_per_item": s.calls,
-                "wall_s_per_item": s.wall_s, "tokens_vs_moa": s.ratio_vs_moa, "pareto": s.pareto,
+                "wall_s_per_item": s.wall_s, "tokens_vs_moa": s.ratio_vs_moa,
+                "tokens_vs_moa_items": s.ratio_items or s.n, "pareto": s.pareto,
                 "delta_vs_moa": s.delta_vs_moa, "delta_ci95": list(s.delta_ci) if s.delta_ci else None,
                 "selection": s.selection,
                 "cut_at_max_tokens": s.cutoffs,
