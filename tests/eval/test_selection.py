@@ -46,6 +46,23 @@ def test_item_selection_reads_positions_recall_and_stop():
     assert (s["continued_correct"], s["continued_wrong"], s["stopped_correct"], s["stopped_wrong"]) == (0, 1, 0, 0)
 
 
+def test_keep_rate_by_model_and_by_proposer():
+    """Mixture B's question: does the judge drop the weak model? One strong proposer (1) and
+    two weak ones; the judge keeps 1 and one weak answer in each of two layers."""
+    models = {1: "strong", 2: "weak", 3: "weak"}
+    layers = [_layer(3, [1, 2], [2, 1, 3]), _layer(3, [3, 1], [1, 3, 2])]
+    for lay in layers:
+        for p in lay["proposals"]:
+            p.update(agent=f"proposer-{p['index']}", model=models[p["index"]])
+    layers.append(_layer(3, [1, 2], None, cands=[1, 2], called=False))  # no choice made: not counted
+    for p in layers[-1]["proposals"]:
+        p.update(agent=f"proposer-{p['index']}", model=models[p["index"]])
+    s = selection_summary([{"error": None, "trace": {"layers": layers}, "score_detail": {"proposals": {"10": 1}}}])
+    assert s["kept_by_model"] == {"strong": {"shown": 2, "kept": 2}, "weak": {"shown": 4, "kept": 2}}
+    assert s["kept_by_proposer"] == {"proposer-1": {"shown": 2, "kept": 2}, "proposer-2": {"shown": 2, "kept": 1},
+                                     "proposer-3": {"shown": 2, "kept": 1}}
+
+
 def test_a_judge_that_was_not_called_is_not_counted_in_recall():
     trace = {"layers": [_layer(3, [1, 2], None, cands=[1, 2], called=False)]}
     s = selection_summary([{"error": None, "trace": trace, "score_detail": {"proposals": {"10": 1, "20": 0, "30": 0}}}])
@@ -98,6 +115,11 @@ def test_judge_recall_through_a_scripted_eval(tmp_path, shared_data):
         assert s["judge_chances"] == s["judge_decisions"] >= 4
         assert sum(s["kept_positions"].values()) == 2 * s["judge_decisions"]
     assert good["judge_recall"] == 1.0 and bad["judge_recall"] == 0.0
+    # only proposer 2 is right: the good judge keeps it every time, the bad one never
+    d = good["judge_decisions"]
+    assert good["kept_by_proposer"]["proposer-2"] == {"shown": d, "kept": d}
+    assert bad["kept_by_proposer"]["proposer-2"] == {"shown": bad["judge_decisions"], "kept": 0}
+    assert sum(v["kept"] for v in good["kept_by_model"].values()) == 2 * d
     # the default moderator of mixture_responder never stops: two rounds, one decision each
     assert good["rounds_mean"] == 2.0 and good["continued_correct"] == 4 and bad["continued_wrong"] == 4
 
@@ -106,6 +128,6 @@ def test_report_shows_the_judge_table(tmp_path, shared_data):
     _eval(tmp_path, shared_data, pick_right=True, limit=2)
     out = write_report(tmp_path, plots=False)
     md = (tmp_path / "report.md").read_text()
-    assert "Judge and moderator" in md and "random-k recall" in md
+    assert "Judge and moderator" in md and "random-k recall" in md and "kept / shown, by model" in md
     sel = out["benchmarks"][0]["methods"]["smoa"]["selection"]
     assert sel["judge_recall"] == 1.0

@@ -435,10 +435,11 @@ def tables(rep: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append((
             "Judge and moderator (every proposal scored)",
             ["method", "items", "oracle acc.", "judge decisions", "judge recall", "random-k recall",
-             "kept positions", "stopped: correct kept / none", "went on: correct kept / none", "rounds/item"],
+             "kept positions", "kept / shown, by model", "stopped: correct kept / none", "went on: correct kept / none", "rounds/item"],
             [[m, str(x["items"]), _f(x["oracle_accuracy"]), f"{x['judge_decisions']} ({x['judge_chances']} with a correct candidate)",
               _f(x["judge_recall"]), _f(x["random_recall"]),
               " ".join(f"{p}:{c}" for p, c in x["kept_positions"].items()) or "-",
+              ", ".join(f"{mod} {v['kept']}/{v['shown']}" for mod, v in x.get("kept_by_model", {}).items()) or "-",
               f"{x['stopped_correct']} / {x['stopped_wrong']}", f"{x['continued_correct']} / {x['continued_wrong']}",
               _f(x["rounds_mean"], 2)] for m, x in sel],
         ))

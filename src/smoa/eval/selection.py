@@ -10,6 +10,8 @@ layer records this module computes, per method:
   same decisions of 1 - C(n-c, k) / C(n, k) (n distinct candidates, c of them correct);
 - oracle accuracy: the share of items where any proposal of any layer was correct;
 - the histogram of kept positions, in the order the judge was shown (1 = shown first);
+- the keep rate by model and by proposer (kept / shown): whether the judge drops a weak
+  model's answers, which is what sparse mixing over a mixed panel relies on;
 - the moderator: how often it stopped with a correct answer kept and with none, how often
   it went on with one kept and with none, and the rounds used.
 
@@ -47,6 +49,8 @@ def item_selection(trace: dict[str, Any] | None, correct: dict[str, Any]) -> dic
     any_correct = False
     for lay in trace.get("layers", []):
         by_index = {p["index"]: p.get("call_id") for p in lay.get("proposals", [])}
+        who = {p["index"]: (str(p.get("agent") or f"proposer-{p['index'] + 1}"), str(p.get("model") or "?"))
+               for p in lay.get("proposals", [])}
 
         def ok(i: int, by_index: dict[int, Any] = by_index) -> bool:
             return bool(correct.get(str(by_index.get(i)), 0))
@@ -66,7 +70,9 @@ def item_selection(trace: dict[str, Any] | None, correct: dict[str, Any]) -> dic
                 c = sum(1 for i in cands if ok(i))
                 rec.update(n=len(cands), k=len(kept), cand_correct=c,
                            random=random_keep_rate(len(cands), c, len(kept)),
-                           positions=[shown.index(i) + 1 for i in kept if i in shown])
+                           positions=[shown.index(i) + 1 for i in kept if i in shown],
+                           shown_by=[who[i] for i in cands if i in who],
+                           kept_by=[who[i] for i in kept if i in who and i in cands])
         m = lay.get("moderator")
         if isinstance(m, dict) and "stop" in m:
             rec["stop"] = bool(m["stop"])
@@ -93,6 +99,14 @@ def selection_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         for p in d["positions"]:
             hist[p] = hist.get(p, 0) + 1
     stops = [lay for it in items for lay in it["layers"] if "stop" in lay]
+
+    def keep_rates(part: int) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for d in decisions:
+            for key, field in (("shown", "shown_by"), ("kept", "kept_by")):
+                for w in d.get(field, []):
+                    out.setdefault(w[part], {"shown": 0, "kept": 0})[key] += 1
+        return dict(sorted(out.items()))
     return {
         "items": len(items),
         "oracle_accuracy": sum(it["oracle"] for it in items) / len(items),
@@ -102,6 +116,8 @@ def selection_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         "judge_recall": (sum(d["kept_correct"] for d in chances) / len(chances)) if chances else None,
         "random_recall": (sum(d["random"] for d in chances) / len(chances)) if chances else None,
         "kept_positions": dict(sorted(hist.items())),
+        "kept_by_model": keep_rates(1),
+        "kept_by_proposer": keep_rates(0),
         "moderator_decisions": len(stops),
         "stopped_correct": sum(1 for s in stops if s["stop"] and s["kept_correct"]),
         "stopped_wrong": sum(1 for s in stops if s["stop"] and not s["kept_correct"]),
