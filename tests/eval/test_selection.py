@@ -57,10 +57,15 @@ def test_keep_rate_by_model_and_by_proposer():
     layers.append(_layer(3, [1, 2], None, cands=[1, 2], called=False))  # no choice made: not counted
     for p in layers[-1]["proposals"]:
         p.update(agent=f"proposer-{p['index']}", model=models[p["index"]])
-    s = selection_summary([{"error": None, "trace": {"layers": layers}, "score_detail": {"proposals": {"10": 1}}}])
+    scored = {"10": 1, "20": 0, "30": 0}
+    s = selection_summary([{"error": None, "trace": {"layers": layers}, "score_detail": {"proposals": scored}}])
     assert s["kept_by_model"] == {"strong": {"shown": 2, "kept": 2}, "weak": {"shown": 4, "kept": 2}}
     assert s["kept_by_proposer"] == {"proposer-1": {"shown": 2, "kept": 2}, "proposer-2": {"shown": 2, "kept": 1},
                                      "proposer-3": {"shown": 2, "kept": 1}}
+    # only call 10 is right (the helper gives every layer's proposals the call ids 10, 20, 30),
+    # and every layer counts, the one where the judge chose nothing too
+    assert s["correct_by_model"] == {"strong": {"1": {"proposals": 3, "correct": 3}},
+                                     "weak": {"1": {"proposals": 6, "correct": 0}}}
 
 
 def test_a_judge_that_was_not_called_is_not_counted_in_recall():
@@ -120,6 +125,11 @@ def test_judge_recall_through_a_scripted_eval(tmp_path, shared_data):
     assert good["kept_by_proposer"]["proposer-2"] == {"shown": d, "kept": d}
     assert bad["kept_by_proposer"]["proposer-2"] == {"shown": bad["judge_decisions"], "kept": 0}
     assert sum(v["kept"] for v in good["kept_by_model"].values()) == 2 * d
+    # every layer's proposals are scored, one of three right in each, whatever the judge kept
+    for s in (good, bad):
+        (per_layer,) = s["correct_by_model"].values()
+        assert per_layer["1"] == {"proposals": 12, "correct": 4}
+        assert sum(v["proposals"] for v in per_layer.values()) == 3 * s["rounds_mean"] * 4
     # the default moderator of mixture_responder never stops: two rounds, one decision each
     assert good["rounds_mean"] == 2.0 and good["continued_correct"] == 4 and bad["continued_wrong"] == 4
 

@@ -434,9 +434,10 @@ def tables(rep: BenchReport) -> list[tuple[str, list[str], list[list[str]]]]:
     if sel:
         out.append((
             "Judge and moderator (every proposal scored)",
-            ["method", "items", "oracle acc.", "judge decisions", "judge recall", "random-k recall",
+            ["method", "items", "oracle acc.", "correct proposals, by model (layer 1; all layers)", "judge decisions", "judge recall", "random-k recall",
              "kept positions", "kept / shown, by model", "stopped: correct kept / none", "went on: correct kept / none", "rounds/item"],
-            [[m, str(x["items"]), _f(x["oracle_accuracy"]), f"{x['judge_decisions']} ({x['judge_chances']} with a correct candidate)",
+            [[m, str(x["items"]), _f(x["oracle_accuracy"]), _by_model(x.get("correct_by_model", {})),
+              f"{x['judge_decisions']} ({x['judge_chances']} with a correct candidate)",
               _f(x["judge_recall"]), _f(x["random_recall"]),
               " ".join(f"{p}:{c}" for p, c in x["kept_positions"].items()) or "-",
               ", ".join(f"{mod} {v['kept']}/{v['shown']}" for mod, v in x.get("kept_by_model", {}).items()) or "-",
@@ -496,6 +497,17 @@ def _setup_lines(rep: BenchReport) -> list[str]:
         tok = s.get("cost", {}).get("total", {}).get("total_tokens", 0)
         out.append(f"{m}: {len(s.get('roles', []))} roles ({s.get('source')}), generated once for the run: {tok} tokens, not counted per item.")
     return out
+
+
+def _by_model(d: dict[str, dict[str, dict[str, int]]]) -> str:
+    """'model c/n; C/N' per model: correct proposals in layer 1, then over every layer."""
+    out = []
+    for model, layers in d.items():
+        first = layers.get("1", {"proposals": 0, "correct": 0})
+        c = sum(v["correct"] for v in layers.values())
+        n = sum(v["proposals"] for v in layers.values())
+        out.append(f"{model} {first['correct']}/{first['proposals']}; {c}/{n}")
+    return ", ".join(out) or "-"
 
 
 def token_ratio(s: MethodStats, moa: MethodStats) -> tuple[float | None, int]:

@@ -12,6 +12,8 @@ layer records this module computes, per method:
 - the histogram of kept positions, in the order the judge was shown (1 = shown first);
 - the keep rate by model and by proposer (kept / shown): whether the judge drops a weak
   model's answers, which is what sparse mixing over a mixed panel relies on;
+- the share of correct proposals by model, per layer (layer 1 is each model on its own):
+  which proposers carry the panel, for every method, dense ones included;
 - the moderator: how often it stopped with a correct answer kept and with none, how often
   it went on with one kept and with none, and the rounds used.
 
@@ -60,7 +62,8 @@ def item_selection(trace: dict[str, Any] | None, correct: dict[str, Any]) -> dic
         any_correct = any_correct or bool(layer_correct)
         kept = list(lay.get("kept", []))
         rec: dict[str, Any] = {"layer": lay.get("layer"), "proposals": len(props), "correct": len(layer_correct),
-                               "kept_correct": any(ok(i) for i in kept)}
+                               "kept_correct": any(ok(i) for i in kept),
+                               "scored_by": [(who[i][1], ok(i)) for i in props if i in who]}
         j = lay.get("judge")
         if isinstance(j, dict):
             cands = list(j.get("candidates") or [])
@@ -107,8 +110,17 @@ def selection_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                 for w in d.get(field, []):
                     out.setdefault(w[part], {"shown": 0, "kept": 0})[key] += 1
         return dict(sorted(out.items()))
+    right: dict[str, dict[str, dict[str, int]]] = {}
+    for it in items:
+        for lay in it["layers"]:
+            for model, good in lay.get("scored_by", []):
+                c = right.setdefault(model, {}).setdefault(str(lay.get("layer")), {"proposals": 0, "correct": 0})
+                c["proposals"] += 1
+                c["correct"] += int(good)
     return {
         "items": len(items),
+        "correct_by_model": {m: dict(sorted(v.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))
+                             for m, v in sorted(right.items())},
         "oracle_accuracy": sum(it["oracle"] for it in items) / len(items),
         "judge_decisions": len(decisions),
         "judge_not_called": sum(1 for it in items for lay in it["layers"] if lay.get("judge_called") is False),
