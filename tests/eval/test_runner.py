@@ -396,6 +396,65 @@ def test_the_config_in_docs_reproduce_builds_every_method(monkeypatch):
     assert build_judge(st, shared).proposers[0].model == "gpt-4o"
 
 
+def test_a_pipelines_own_seed_holds_unless_seed_is_given():
+    """Study B's configs set `seed = 7` per pipeline; the eval's default used to replace it
+    with 0 on every pipeline, silently. Now: the config's seed, else 0; --seed beats both."""
+    import tomllib
+
+    from smoa.config import ConfigFile
+    from smoa.eval.runner import EvalSettings, build_pipelines
+
+    cfg = ConfigFile(**tomllib.loads('''
+[backends.local]
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[pipelines.moa]
+method = "moa"
+n = 3
+seed = 7
+agent = { backend = "local", model = "m" }
+[pipelines.smoa]
+method = "smoa"
+n = 3
+k = 2
+agent = { backend = "local", model = "m" }
+'''))
+    bench = runner_mod.get_benchmark("gsm8k")
+
+    def seeds(**ov):
+        st = EvalSettings(benchmark="gsm8k", methods=["moa", "smoa"], config=cfg, overrides=ov)
+        pipes, _ = build_pipelines(st, bench)
+        return {m: (p.seed, [a.settings.seed for a in p.proposers]) for m, p in pipes.items()}
+
+    assert seeds(seed=None) == {"moa": (7, [7, 8, 9]), "smoa": (0, [0, 1, 2])}  # the CLI without --seed
+    assert seeds(seed=3) == {"moa": (3, [3, 4, 5]), "smoa": (3, [3, 4, 5])}
+
+
+def test_run_eval_keeps_the_configs_seed(tmp_path, shared_data):
+    """The same through run_eval, as `smoa eval --config` calls it: the seed the traces record."""
+    import tomllib
+
+    from smoa.config import ConfigFile
+
+    cfg = ConfigFile(**tomllib.loads('''
+[backends.local]
+type = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[pipelines.moa]
+method = "moa"
+n = 3
+seed = 7
+agent = { backend = "local", model = "m" }
+'''))
+    be = gsm8k_backend()
+    for out, ov, want in (("own", {}, 7), ("given", {"seed": 5}, 5)):
+        run_eval("gsm8k", ["moa", "single"], data=shared_data, limit=1, out=tmp_path / out, config=cfg,
+                 backends={"local": be}, progress=False, **ov)
+        with ResultsStore(tmp_path / out) as st:
+            got = {r["method"]: r["trace"]["config"]["seed"] for r in st.rows("gsm8k", with_trace=True)}
+        assert got == {"moa": want, "single": want}  # single: the config's default pipeline (moa) switched
+
+
 def _judged_run(tmp_path, name, judge_reply, limit=2):
     method_be = ScriptedBackend(responder=mixture_responder(propose=lambda r: "reply to: " + r.messages[-1]["content"][:30]))
     judge_be = ScriptedBackend(responder=lambda r: judge_reply(r) if callable(judge_reply) else judge_reply)

@@ -63,7 +63,8 @@ def _check_numbers(kw: dict[str, Any]) -> None:
 @click.option("-n", "n", type=int, help="Number of proposers.")
 @click.option("-k", "k", type=int, help="Responses the judge keeps (the smoa methods).")
 @click.option("--rounds", "max_rounds", type=int, help="Maximum rounds of proposers.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling and the judge's shuffle.")
+@click.option("--seed", type=int, default=None,
+              help="Seed for sampling and the judge's shuffle, for every method [default: each pipeline's own seed from --config, else 0].")
 @click.option("--max-tokens", type=int, help="max_tokens for every agent.")
 @click.option("--temperature", type=float, help="Temperature for proposers and aggregator.")
 @click.option("--cache/--no-cache", default=False, show_default=True,

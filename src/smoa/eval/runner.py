@@ -99,7 +99,8 @@ async def arun_eval(
 ) -> dict[str, Any]:
     """Evaluate `methods` on `benchmark`; results go to OUT/results.sqlite. Returns a summary.
 
-    overrides: n, k, max_rounds, seed (default 0, so runs are reproducible), max_tokens, temperature.
+    overrides: n, k, max_rounds, seed, max_tokens, temperature. Without a seed each pipeline
+    keeps its own (`seed` in the config), and one that has none gets 0, so runs are reproducible.
     """
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
@@ -109,7 +110,6 @@ async def arun_eval(
     bad = [k for k in overrides if k not in OVERRIDE_KEYS]
     if bad:
         raise ConfigError(f"unknown option(s) {', '.join(bad)}: use {', '.join(OVERRIDE_KEYS)}")
-    overrides.setdefault("seed", 0)
     cfg_path = str(config) if isinstance(config, str | os.PathLike) else None
     cfg = load_config(config) if isinstance(config, str | os.PathLike) else config
     settings = EvalSettings(

@@ -138,6 +138,8 @@ def _spec_for(cfg: ConfigFile | None, method: str, overrides: dict[str, Any], be
     if upd:
         spec = spec.model_copy(update=upd)
     ov = {k: v for k, v in overrides.items() if v is not None}
+    if "seed" not in ov and spec.seed is None:
+        ov["seed"] = 0  # reproducible by default; a pipeline's own seed is kept unless --seed is given
     if not policy.sparse:
         ov.pop("k", None)
     if policy.one_shot:
