@@ -73,9 +73,7 @@ def _copy_main_file_only(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_store_checkpoints_so_the_main_file_alone_holds_the_rows(tmp_path, monkeypatch):
-    import smoa.eval.store as store_mod
-    monkeypatch.setattr(store_mod, "CHECKPOINT_EVERY_S", 0.0)
+def test_store_checkpoints_so_the_main_file_alone_holds_the_rows(tmp_path):
     live = tmp_path / "live"
     with ResultsStore(live) as st:
         st.start_run("r1", "b", ["m"], {})
@@ -90,9 +88,7 @@ def test_store_checkpoints_so_the_main_file_alone_holds_the_rows(tmp_path, monke
             assert [r["run_id"] for r in back.runs()] == ["r1"]
 
 
-def test_store_checkpoint_neither_waits_for_nor_breaks_a_reader(tmp_path, monkeypatch):
-    import smoa.eval.store as store_mod
-    monkeypatch.setattr(store_mod, "CHECKPOINT_EVERY_S", 0.0)
+def test_store_checkpoint_neither_waits_for_nor_breaks_a_reader(tmp_path):
     live = tmp_path / "live"
     with ResultsStore(live) as st:
         st.put(Row("b", "m", "i0", answer="a", score=1.0, run_id="r1"))
@@ -396,15 +392,13 @@ def test_the_config_in_docs_reproduce_builds_every_method(monkeypatch):
     assert build_judge(st, shared).proposers[0].model == "gpt-4o"
 
 
-def test_a_pipelines_own_seed_holds_unless_seed_is_given():
-    """Study B's configs set `seed = 7` per pipeline; the eval's default used to replace it
-    with 0 on every pipeline, silently. Now: the config's seed, else 0; --seed beats both."""
+def _seeded_config(smoa: bool = False):
+    """A moa pipeline with its own seed 7 (and, with smoa, a smoa pipeline with none)."""
     import tomllib
 
     from smoa.config import ConfigFile
-    from smoa.eval.runner import EvalSettings, build_pipelines
 
-    cfg = ConfigFile(**tomllib.loads('''
+    text = """
 [backends.local]
 type = "openai"
 base_url = "http://127.0.0.1:9/v1"
@@ -413,12 +407,23 @@ method = "moa"
 n = 3
 seed = 7
 agent = { backend = "local", model = "m" }
-[pipelines.smoa]
+"""
+    if smoa:
+        text += """[pipelines.smoa]
 method = "smoa"
 n = 3
 k = 2
 agent = { backend = "local", model = "m" }
-'''))
+"""
+    return ConfigFile(**tomllib.loads(text))
+
+
+def test_a_pipelines_own_seed_holds_unless_seed_is_given():
+    """Study B's configs set `seed = 7` per pipeline; the eval's default used to replace it
+    with 0 on every pipeline, silently. Now: the config's seed, else 0; --seed beats both."""
+    from smoa.eval.runner import EvalSettings, build_pipelines
+
+    cfg = _seeded_config(smoa=True)
     bench = runner_mod.get_benchmark("gsm8k")
 
     def seeds(**ov):
@@ -432,20 +437,7 @@ agent = { backend = "local", model = "m" }
 
 def test_run_eval_keeps_the_configs_seed(tmp_path, shared_data):
     """The same through run_eval, as `smoa eval --config` calls it: the seed the traces record."""
-    import tomllib
-
-    from smoa.config import ConfigFile
-
-    cfg = ConfigFile(**tomllib.loads('''
-[backends.local]
-type = "openai"
-base_url = "http://127.0.0.1:9/v1"
-[pipelines.moa]
-method = "moa"
-n = 3
-seed = 7
-agent = { backend = "local", model = "m" }
-'''))
+    cfg = _seeded_config()
     be = gsm8k_backend()
     for out, ov, want in (("own", {}, 7), ("given", {"seed": 5}, 5)):
         run_eval("gsm8k", ["moa", "single"], data=shared_data, limit=1, out=tmp_path / out, config=cfg,

@@ -511,19 +511,17 @@ def _by_model(d: dict[str, dict[str, dict[str, int]]]) -> str:
 
 
 def token_ratio(s: MethodStats, moa: MethodStats) -> tuple[float | None, int]:
-    """Tokens per item over moa's. On the same items, the ratio of the means. When the item
-    sets differ (a run still going, a method added later), over the items both finished:
-    token counts vary several-fold between items, so means over different items would
-    compare the items as much as the methods. Returns (ratio, items it is over; 0 when
-    the sets are the same). None when the two share no item."""
-    mine, theirs = set(s.tokens_by_item), set(moa.tokens_by_item)
-    if mine == theirs:
-        return (s.tokens / moa.tokens if moa.tokens else None), 0
-    common = mine & theirs
+    """Tokens per item over moa's, over the items both finished (on the same items that is
+    the ratio of the means). Token counts vary several-fold between items, so means over
+    different item sets (a run still going, a method added later) would compare the items
+    as much as the methods. Returns (ratio, the items it is over when the sets differ, else
+    0); None when they share no item."""
+    common = set(s.tokens_by_item) & set(moa.tokens_by_item)
     den = sum(moa.tokens_by_item[i] for i in common)
-    if not common or not den:
+    if not den:
         return None, 0
-    return sum(s.tokens_by_item[i] for i in common) / den, len(common)
+    same = set(s.tokens_by_item) == set(moa.tokens_by_item)
+    return sum(s.tokens_by_item[i] for i in common) / den, 0 if same else len(common)
 
 
 def _ratio(s: MethodStats) -> str:

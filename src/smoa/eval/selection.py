@@ -26,6 +26,8 @@ from __future__ import annotations
 from math import comb
 from typing import Any
 
+PROPOSER, MODEL = 0, 1  # the two parts of a layer's (proposer, model) key
+
 
 def random_keep_rate(n: int, correct: int, k: int) -> float:
     """P(a uniformly random k-subset of n candidates holds at least one of `correct`)."""
@@ -51,6 +53,7 @@ def item_selection(trace: dict[str, Any] | None, correct: dict[str, Any]) -> dic
     any_correct = False
     for lay in trace.get("layers", []):
         by_index = {p["index"]: p.get("call_id") for p in lay.get("proposals", [])}
+        # index -> (proposer, model), the two keys the keep and correct rates are counted by
         who = {p["index"]: (str(p.get("agent") or f"proposer-{p['index'] + 1}"), str(p.get("model") or "?"))
                for p in lay.get("proposals", [])}
 
@@ -63,7 +66,7 @@ def item_selection(trace: dict[str, Any] | None, correct: dict[str, Any]) -> dic
         kept = list(lay.get("kept", []))
         rec: dict[str, Any] = {"layer": lay.get("layer"), "proposals": len(props), "correct": len(layer_correct),
                                "kept_correct": any(ok(i) for i in kept),
-                               "scored_by": [(who[i][1], ok(i)) for i in props if i in who]}
+                               "scored_by": [(who[i][MODEL], ok(i)) for i in props if i in who]}
         j = lay.get("judge")
         if isinstance(j, dict):
             cands = list(j.get("candidates") or [])
@@ -110,17 +113,16 @@ def selection_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                 for w in d.get(field, []):
                     out.setdefault(w[part], {"shown": 0, "kept": 0})[key] += 1
         return dict(sorted(out.items()))
-    right: dict[str, dict[str, dict[str, int]]] = {}
+    right: dict[str, dict[int, dict[str, int]]] = {}  # model -> layer -> counts
     for it in items:
         for lay in it["layers"]:
             for model, good in lay.get("scored_by", []):
-                c = right.setdefault(model, {}).setdefault(str(lay.get("layer")), {"proposals": 0, "correct": 0})
+                c = right.setdefault(model, {}).setdefault(int(lay.get("layer") or 0), {"proposals": 0, "correct": 0})
                 c["proposals"] += 1
                 c["correct"] += int(good)
     return {
         "items": len(items),
-        "correct_by_model": {m: dict(sorted(v.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))
-                             for m, v in sorted(right.items())},
+        "correct_by_model": {m: {str(layer): c for layer, c in sorted(v.items())} for m, v in sorted(right.items())},
         "oracle_accuracy": sum(it["oracle"] for it in items) / len(items),
         "judge_decisions": len(decisions),
         "judge_not_called": sum(1 for it in items for lay in it["layers"] if lay.get("judge_called") is False),
@@ -128,8 +130,8 @@ def selection_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         "judge_recall": (sum(d["kept_correct"] for d in chances) / len(chances)) if chances else None,
         "random_recall": (sum(d["random"] for d in chances) / len(chances)) if chances else None,
         "kept_positions": dict(sorted(hist.items())),
-        "kept_by_model": keep_rates(1),
-        "kept_by_proposer": keep_rates(0),
+        "kept_by_model": keep_rates(MODEL),
+        "kept_by_proposer": keep_rates(PROPOSER),
         "moderator_decisions": len(stops),
         "stopped_correct": sum(1 for s in stops if s["stop"] and s["kept_correct"]),
         "stopped_wrong": sum(1 for s in stops if s["stop"] and not s["kept_correct"]),

@@ -10,9 +10,10 @@ sit in the `-wal` file beside it until SQLite checkpoints them into the main fil
 default happens only after about 4 MB (hundreds of rows, hours of a local-model study) or
 when the last connection closes. A process killed before then leaves the newest rows only in
 the `-wal` file, and a copy of `results.sqlite` alone (a backup, a commit, a folder synced to
-another machine) silently lacks them. So the store checkpoints itself at most every
-CHECKPOINT_EVERY_S seconds after a write (PASSIVE: it never waits for readers or blocks
-them): the main file then holds every row written more than that long ago.
+another machine) silently lacks them. So the store sets SQLite's own `wal_autocheckpoint` to
+one page: every commit is followed by a PASSIVE checkpoint (it never waits for readers or
+blocks them), and the main file holds every finished row. It costs about 0.8 ms per row
+(one fsync), nothing against the model calls behind a row.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from typing import Any
 from ..types import SmoaError
 
 STORE_NAME = "results.sqlite"
-CHECKPOINT_EVERY_S = 5.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -140,7 +140,6 @@ class ResultsStore:
             p = p / STORE_NAME
         self.path = p
         self._lock_fd: int | None = None
-        self._checkpointed = time.monotonic()
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -158,6 +157,7 @@ class ResultsStore:
             self._check_schema()  # before anything is written to the file
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA wal_autocheckpoint=1")  # see the module docstring
             self.db.executescript(SCHEMA)
             self._migrate()
         except sqlite3.DatabaseError as e:
@@ -249,21 +249,7 @@ class ResultsStore:
             "WHERE results.error IS NOT NULL",
             (*values, time.time()),
         )
-        self._maybe_checkpoint()
         return cur.rowcount > 0
-
-    def _maybe_checkpoint(self) -> None:
-        """Fold the WAL into the main file if the last fold is CHECKPOINT_EVERY_S old (see
-        the module docstring). PASSIVE copies what no reader still needs and returns; a
-        busy or failed checkpoint is left to the next write, never raised."""
-        now = time.monotonic()
-        if now - self._checkpointed < CHECKPOINT_EVERY_S:
-            return
-        self._checkpointed = now
-        try:
-            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:
-            pass
 
     def put_many(self, rows: Iterable[Row]) -> int:
         return sum(1 for r in rows if self.put(r))
@@ -273,14 +259,12 @@ class ResultsStore:
             "INSERT OR REPLACE INTO runs (run_id, started_at, benchmark, methods, settings) VALUES (?, ?, ?, ?, ?)",
             (run_id, time.time(), benchmark, json.dumps(methods), json.dumps(settings, default=str)),
         )
-        self._maybe_checkpoint()
 
     def finish_run(self, run_id: str, summary: dict[str, Any]) -> None:
         self.db.execute(
             "UPDATE runs SET finished_at = ?, summary = ? WHERE run_id = ?",
             (time.time(), json.dumps(summary, default=str), run_id),
         )
-        self._maybe_checkpoint()
 
     def put_setup(self, benchmark: str, method: str, kind: str, data: dict[str, Any]) -> None:
         """One-off work of a (benchmark, method), e.g. SMoA's role generation and its cost."""
@@ -288,7 +272,6 @@ class ResultsStore:
             "INSERT OR REPLACE INTO setup (benchmark, method, kind, data, created_at) VALUES (?, ?, ?, ?, ?)",
             (benchmark, method, kind, json.dumps(data, default=str), time.time()),
         )
-        self._maybe_checkpoint()
 
     def get_setup(self, benchmark: str, method: str, kind: str) -> dict[str, Any] | None:
         r = self.db.execute(
