@@ -237,7 +237,7 @@ def test_one_tool_call_on_the_embedded_model(server):
         "name": "get_weather", "description": "The weather in a city now.",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
     resp = client(server).chat.completions.create(
-        model="single", messages=[{"role": "user", "content": "What is the weather in Paris?"}], max_tokens=60,
+        model="single", messages=[{"role": "user", "content": "What is the weather in Paris?"}], max_tokens=200, temperature=0,
         tools=[weather], tool_choice="required",
     )
     choice = resp.choices[0]
