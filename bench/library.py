@@ -6,6 +6,13 @@ fake server at 100 ms per call. The bound is limit / latency. Before issue 15, e
 `smoa.run(config=PATH)` read the file and built its own backends, so the limit did not hold
 across queries and every query left sockets open. The run happens in a child process that
 records every ResourceWarning (unclosed sockets and transports) up to its exit.
+
+The child also times Python's garbage collector (`gc.callbacks`): a full collection walks
+every object the process holds, smoa's imports alone included (about 55,000 objects after
+`import smoa` and its backends), and while it runs no response is read, so each one stalls
+all 64 calls in flight. A second, diagnostic child calls `gc.freeze()` after its imports,
+so that collections skip what import made; its fraction is printed beside the real one and
+is not the target (a library has no business freezing its user's collector).
 """
 
 from __future__ import annotations
@@ -28,8 +35,18 @@ warnings.simplefilter("always", ResourceWarning)
 caught = []
 warnings.showwarning = lambda msg, cat, *a, **k: caught.append(str(msg))
 import smoa
+import smoa.api, smoa.backends.openai_backend, smoa.config, smoa.engine  # what the first run imports
 
-path, count, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, count, workers, freeze = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "freeze"
+if freeze:
+    gc.freeze()
+pauses, started = [], [0.0]
+def on_gc(phase, info):
+    if phase == "start":
+        started[0] = time.perf_counter()
+    else:
+        pauses.append((info["generation"], time.perf_counter() - started[0]))
+gc.callbacks.append(on_gc)
 
 async def main():
     it = iter(range(count))
@@ -50,8 +67,11 @@ async def main():
     return calls, errors, time.perf_counter() - t0, time.process_time() - c0
 
 calls, errors, wall, cpu = asyncio.run(main())
+gc.callbacks.remove(on_gc)
 gc.collect()
 print(json.dumps({"calls": calls, "errors": errors, "wall_s": wall, "cpu_s": cpu,
+                  "gc_s": sum(t for _, t in pauses), "gc_full": sum(1 for g, _ in pauses if g == 2),
+                  "gc_longest_s": max((t for _, t in pauses), default=0.0),
                   "unclosed": [w for w in caught if "unclosed" in w.lower()]}))
 '''
 
@@ -77,9 +97,11 @@ def config_text(base_url: str) -> str:
     ''')
 
 
-def run(queries: int = 500, workers: int = 128) -> dict[str, Any]:
+def _child(queries: int, workers: int, mode: str) -> dict[str, Any]:
+    """One child process against a fresh fake server; mode "plain" (the figure) or "freeze"."""
     import os
     import tempfile
+    import urllib.request
 
     with fake_server(LATENCY) as srv, tempfile.TemporaryDirectory(prefix="smoa-bench-") as d:
         cfg = os.path.join(d, "smoa.toml")
@@ -87,16 +109,23 @@ def run(queries: int = 500, workers: int = 128) -> dict[str, Any]:
             f.write(config_text(srv.base_url))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
                "SMOA_CACHE_DIR": os.path.join(d, "cache"), "SMOA_NO_TRACE_STORE": "1"}
-        p = subprocess.run([sys.executable, "-c", CHILD, cfg, str(queries), str(workers)],
+        p = subprocess.run([sys.executable, "-c", CHILD, cfg, str(queries), str(workers), mode],
                            capture_output=True, text=True, env=env, timeout=1800)
         if p.returncode != 0:
             raise RuntimeError(f"library bench child failed: {p.stderr[-2000:]}")
-        res = json.loads(p.stdout.strip().splitlines()[-1])
-        peak = json.loads(__import__("urllib.request").request.urlopen(srv.root_url + "/stats").read())["peak_in_flight"]
-    bound = LIMIT / LATENCY
-    res.update(queries=queries, limit=LIMIT, bound_calls_per_s=bound, peak_in_flight=peak,
-               calls_per_s=res["calls"] / res["wall_s"], cpu_ms_per_call=1000 * res["cpu_s"] / max(1, res["calls"]))
-    res["fraction_of_bound"] = res["calls_per_s"] / bound
+        res: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+        res["peak_in_flight"] = json.loads(urllib.request.urlopen(srv.root_url + "/stats").read())["peak_in_flight"]
+    res["calls_per_s"] = res["calls"] / res["wall_s"]
+    res["fraction_of_bound"] = res["calls_per_s"] / (LIMIT / LATENCY)
+    res["cpu_ms_per_call"] = 1000 * res["cpu_s"] / max(1, res["calls"])
+    return res
+
+
+def run(queries: int = 500, workers: int = 128, diagnose: bool = True) -> dict[str, Any]:
+    res = _child(queries, workers, "plain")
+    res.update(queries=queries, limit=LIMIT, bound_calls_per_s=LIMIT / LATENCY)
+    if diagnose:
+        res["frozen"] = _child(queries, workers, "freeze")
     return res
 
 
@@ -109,4 +138,9 @@ def report(res: dict[str, Any]) -> str:
         line("unclosed sockets/transports at exit", len(res["unclosed"]), 0, "<=", fmt="{:.0f}"),
         line("CPU ms per LLM call (engine + client)", res["cpu_ms_per_call"], fmt="{:.3f}"),
         line("errors", res["errors"], 0, "<=", fmt="{:.0f}"),
+        line("garbage collector: share of wall time", res["gc_s"] / res["wall_s"],
+             note=f"{res['gc_full']} full collections, longest pause {1000 * res['gc_longest_s']:.0f} ms"),
+        *([line("diagnostic: the same with gc.freeze()", res["frozen"]["fraction_of_bound"],
+                note=f"not the target; collector {res['frozen']['gc_s'] / res['frozen']['wall_s']:.3f} of wall, "
+                     f"longest pause {1000 * res['frozen']['gc_longest_s']:.0f} ms")] if "frozen" in res else []),
     ])
