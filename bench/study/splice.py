@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = {  # heading in BENCHMARKS.md -> the store whose report.md fills it
     "### Mixture B (512 tokens)": ROOT / "bench/study/b/report.md",
     "### Mixture A (512 tokens)": ROOT / "bench/study/a/report.md",
+    "### MATH-500 on mixture B (512 tokens)": ROOT / "bench/study/math_b/report.md",
 }
 
 
