@@ -36,7 +36,6 @@ warnings.simplefilter("always", ResourceWarning)
 caught = []
 warnings.showwarning = lambda msg, cat, *a, **k: caught.append(str(msg))
 import smoa
-import smoa.api, smoa.backends.openai_backend, smoa.config, smoa.engine  # what the first run imports
 
 path, count, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 pauses, started = [], [0.0]
@@ -113,10 +112,10 @@ def run(queries: int = 500, workers: int = 128) -> dict[str, Any]:
             raise RuntimeError(f"library bench child failed: {p.stderr[-2000:]}")
         res: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
         res["peak_in_flight"] = json.loads(urllib.request.urlopen(srv.root_url + "/stats").read())["peak_in_flight"]
-    res["calls_per_s"] = res["calls"] / res["wall_s"]
-    res["fraction_of_bound"] = res["calls_per_s"] / (LIMIT / LATENCY)
-    res["cpu_ms_per_call"] = 1000 * res["cpu_s"] / max(1, res["calls"])
-    res.update(queries=queries, limit=LIMIT, bound_calls_per_s=LIMIT / LATENCY)
+    bound = LIMIT / LATENCY
+    res.update(queries=queries, limit=LIMIT, bound_calls_per_s=bound, calls_per_s=res["calls"] / res["wall_s"],
+               cpu_ms_per_call=1000 * res["cpu_s"] / max(1, res["calls"]))
+    res["fraction_of_bound"] = res["calls_per_s"] / bound
     return res
 
 
